@@ -1,0 +1,1 @@
+"""MGA-CLAP for Hugging Face Transformers (placeholder, filled in as modules land)."""
