@@ -1,0 +1,673 @@
+"""PyTorch MGA-CLAP: multi-grained contrastive language-audio pre-training (arXiv 2408.07919).
+
+Reading order: helpers (Sparsemax, frame regrouping, SpecAugment, losses) -> output dataclasses -> audio pieces
+(locality-aware block, HTS-AT frame encoder) -> projection head and codebook -> pre-trained base -> the model.
+What the official code computes, where it differs from the paper and which option reproduces which, is
+documented next to each piece.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.bert.modeling_bert import BertEmbeddings
+from transformers.models.clap.modeling_clap import (
+    ClapAudioAttention,
+    ClapAudioEncoder,
+    ClapAudioLayer,
+    ClapAudioSelfAttention,
+)
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .configuration_mgaclap import MGAClapConfig
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _SparsemaxFunction(torch.autograd.Function):
+    """Sort-based Sparsemax (Martins & Astudillo, 2016) along the last axis, with its exact Jacobian-vector product."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor) -> torch.Tensor:
+        # Shifting by the maximum changes nothing mathematically and keeps the cumulative sums small.
+        scores = scores - scores.amax(dim=-1, keepdim=True)
+        sorted_scores = scores.sort(dim=-1, descending=True).values
+        cumulative = sorted_scores.cumsum(dim=-1) - 1.0
+        rank = torch.arange(1, scores.shape[-1] + 1, device=scores.device, dtype=scores.dtype)
+        support_size = (rank * sorted_scores > cumulative).sum(dim=-1, keepdim=True)
+        threshold = cumulative.gather(-1, support_size - 1) / support_size.to(scores.dtype)
+        probabilities = (scores - threshold).clamp(min=0.0)
+        ctx.save_for_backward(probabilities)
+        return probabilities
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+        (probabilities,) = ctx.saved_tensors
+        support = (probabilities > 0).to(grad_output.dtype)
+        # J = diag(s) - s s^T / |S| on the support S.
+        support_mean = (grad_output * support).sum(-1, keepdim=True) / support.sum(-1, keepdim=True)
+        return support * (grad_output - support_mean)
+
+
+def sparsemax(scores: torch.Tensor) -> torch.Tensor:
+    """Sparsemax over the last axis: the Euclidean projection of `scores` onto the probability simplex.
+
+    Runs in float32 (or float64 for float64 input) even under fp16/bf16 autocast: the threshold is a difference
+    of cumulative sums, which half precision gets wrong. Works on any device.
+
+    Args:
+        scores (`torch.Tensor` of shape `(..., M)`): unnormalised scores.
+
+    Returns:
+        `torch.Tensor` of shape `(..., M)`: non-negative, summing to 1 along the last axis, usually sparse.
+    """
+    compute_dtype = torch.promote_types(scores.dtype, torch.float32)
+    with torch.autocast(device_type=scores.device.type, enabled=False):
+        return _SparsemaxFunction.apply(scores.to(compute_dtype))
+
+
+def audio_tokens_to_frames(tokens: torch.Tensor, freq_ratio: int) -> torch.Tensor:
+    """Regroup the final HTS-AT token grid into time-ordered frames, averaging the frequency groups.
+
+    HTS-AT folds the (stretched) log-mel into a square image: `freq_ratio` chunks of time stacked along the
+    frequency axis. A final token at row `r`, column `c` of the `R x R` grid therefore covers time chunk
+    `r // groups`, frequency group `r % groups` (with `groups = R // freq_ratio`) and, inside that chunk, column
+    `c`. Frame `k = chunk * R + c` comes out in temporal order; the official code averages the frequency groups
+    (official-implementation §3.3).
+
+    Args:
+        tokens (`torch.Tensor` of shape `(batch, R * R, channels)`): final tokens, row-major.
+        freq_ratio (`int`): spec_size // num_mel_bins (4 for the paper's HTS-AT).
+
+    Returns:
+        `torch.Tensor` of shape `(batch, freq_ratio * R, channels)`: frame features, 32 frames for the paper's
+        geometry.
+    """
+    batch_size, num_tokens, channels = tokens.shape
+    grid = int(round(num_tokens**0.5))
+    groups = grid // freq_ratio
+    tokens = tokens.view(batch_size, freq_ratio, groups, grid, channels)  # (B, chunk, group, column, C)
+    tokens = tokens.transpose(1, 2).reshape(batch_size, groups, freq_ratio * grid, channels)
+    return tokens.mean(dim=1)
+
+
+def spec_augment(features: torch.Tensor, time_width: int = 64, freq_width: int = 8, stripes: int = 2) -> torch.Tensor:
+    """Zero random time and frequency stripes of normalised log-mels, as the official HTS-AT's `DropStripes`.
+
+    Each of `stripes` stripes per axis has a width drawn uniformly in `[0, width)` and a uniform start.
+
+    Args:
+        features (`torch.Tensor` of shape `(batch, 1, time, mel)`).
+    """
+    batch_size, _, num_times, num_mels = features.shape
+
+    def stripe_mask(size: int, max_width: int) -> torch.Tensor:  # (batch, size), True = dropped
+        widths = torch.randint(0, max(max_width, 1), (batch_size, stripes, 1), device=features.device)
+        starts = (torch.rand(batch_size, stripes, 1, device=features.device) * (size - widths)).long()
+        positions = torch.arange(size, device=features.device)
+        return ((positions >= starts) & (positions < starts + widths)).any(dim=1)
+
+    time_mask = stripe_mask(num_times, min(time_width, num_times))
+    freq_mask = stripe_mask(num_mels, min(freq_width, num_mels))
+    dropped = time_mask[:, None, :, None] | freq_mask[:, None, None, :]
+    return features.masked_fill(dropped, 0.0)
+
+
+def clap_loss(logits_per_audio: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of paper Eq. 1, as a mean over rows and over the two directions (Eq. 1 / 2B).
+
+    Args:
+        logits_per_audio (`torch.Tensor` of shape `(batch, batch)`): `<audio_i, text_j> / tau`; pairs on the diagonal.
+    """
+    labels = torch.arange(logits_per_audio.shape[0], device=logits_per_audio.device)
+    return (F.cross_entropy(logits_per_audio, labels) + F.cross_entropy(logits_per_audio.t(), labels)) / 2
+
+
+def hard_negative_weights(logits: torch.Tensor, gamma: float, variant: str = "paper") -> torch.Tensor:
+    """Difficulty weights of the negatives (paper Eq. 8); the positives get weight 1.
+
+    `"paper"`: `alpha_ij = B exp(gamma s_ij) / sum_k exp(gamma s_ik)`, the sum over all k (positive included).
+    `"official"`: the official code's `(B - 1) E_ij / (sum_k E_jk - E_ij)` with `E = exp(gamma (s - max_row s))`;
+    its normaliser is row **j**'s sum (a broadcasting quirk, official-implementation §8.3).
+    Weights are not detached, in both variants, as in the official code.
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch, batch)`): one direction's logits `s_ij`, positives on the diagonal.
+    """
+    batch_size = logits.shape[0]
+    if variant == "paper":
+        weights = batch_size * torch.softmax(gamma * logits, dim=1)
+    elif variant == "official":
+        exp_logits = torch.exp(gamma * (logits - logits.amax(dim=1, keepdim=True).detach()))
+        weights = (batch_size - 1) * exp_logits / (exp_logits.sum(dim=1)[None, :] - exp_logits)
+    else:
+        raise ValueError(f"Unknown hard-negative variant {variant!r}: use 'paper' or 'official'.")
+    return weights.masked_fill(torch.eye(batch_size, dtype=torch.bool, device=logits.device), 1.0)
+
+
+def hard_negative_loss(logits_per_audio: torch.Tensor, gamma: float, variant: str = "paper") -> torch.Tensor:
+    """Hard-negative guided contrastive loss of paper Eq. 7, as a mean over rows and directions (Eq. 7 / 2B).
+
+    Each direction is `-log(e^{s_ii} / (e^{s_ii} + sum_{j != i} w_ij e^{s_ij}))`; with `gamma = 0` every weight is
+    1 and this is [`clap_loss`].
+
+    Args:
+        logits_per_audio (`torch.Tensor` of shape `(batch, batch)`): `<audio_i, text_j> / tau`.
+    """
+
+    def one_direction(logits: torch.Tensor) -> torch.Tensor:
+        weights = hard_negative_weights(logits, gamma, variant)
+        return (torch.logsumexp(logits + weights.log(), dim=1) - logits.diagonal()).mean()
+
+    return (one_direction(logits_per_audio) + one_direction(logits_per_audio.t())) / 2
+
+
+def embedding_regularization(audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """The official code's (WavCaps') regulariser `mean(|A|) / ||A||_F + mean(|T|) / ||T||_F` (not in the paper)."""
+    return audio_embeds.abs().mean() / audio_embeds.norm() + text_embeds.abs().mean() / text_embeds.norm()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MGAClapModalityOutput(BaseModelOutputWithPooling):
+    r"""
+    Output of [`MGAClapModel.get_audio_features`] and [`MGAClapModel.get_text_features`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch, length, projection_dim)`):
+            Projected local embeddings, not normalised: frames `(batch, T, D)` for audio (T = 32 for the paper's
+            HTS-AT), word pieces without [CLS] `(batch, L - 1, D)` for text.
+        pooler_output (`torch.FloatTensor` of shape `(batch, projection_dim)`):
+            L2-normalised global embedding (codebook aggregate, or masked mean for `aggregator="mean"`).
+        local_mask (`torch.LongTensor` of shape `(batch, length)`):
+            1 on frames that hold real audio / on real word pieces, 0 on padding, [SEP] and [PAD].
+        codeword_weights (`torch.FloatTensor` of shape `(batch, codebook_size)`, *optional*):
+            Aggregation weights over the codewords (Sparsemax or Softmax output); `None` without a codebook.
+    """
+
+    local_mask: torch.LongTensor | None = None
+    codeword_weights: torch.FloatTensor | None = None
+
+
+@dataclass
+class MGAClapOutput(ModelOutput):
+    r"""
+    Output of [`MGAClapModel.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+            The configured contrastive loss (+ the embedding regulariser when enabled).
+        logits_per_audio (`torch.FloatTensor` of shape `(audio_batch, text_batch)`):
+            Cosine similarities divided by the learned temperature.
+        logits_per_text (`torch.FloatTensor` of shape `(text_batch, audio_batch)`):
+            The transpose of `logits_per_audio`.
+        audio_embeds (`torch.FloatTensor` of shape `(audio_batch, projection_dim)`): normalised global audio embeddings.
+        text_embeds (`torch.FloatTensor` of shape `(text_batch, projection_dim)`): normalised global text embeddings.
+        frame_embeds (`torch.FloatTensor` of shape `(audio_batch, num_frames, projection_dim)`): projected frames.
+        word_embeds (`torch.FloatTensor` of shape `(text_batch, length - 1, projection_dim)`): projected word pieces.
+        frame_mask (`torch.LongTensor` of shape `(audio_batch, num_frames)`): 1 on frames holding real audio.
+        word_mask (`torch.LongTensor` of shape `(text_batch, length - 1)`): 1 on real word pieces.
+        audio_codeword_weights (`torch.FloatTensor` of shape `(audio_batch, codebook_size)`, *optional*).
+        text_codeword_weights (`torch.FloatTensor` of shape `(text_batch, codebook_size)`, *optional*).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_audio: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    audio_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    frame_embeds: torch.FloatTensor | None = None
+    word_embeds: torch.FloatTensor | None = None
+    frame_mask: torch.LongTensor | None = None
+    word_mask: torch.LongTensor | None = None
+    audio_codeword_weights: torch.FloatTensor | None = None
+    text_codeword_weights: torch.FloatTensor | None = None
+
+
+@dataclass
+class MGAClapFrameSimilarityOutput(ModelOutput):
+    r"""
+    Output of [`MGAClapModel.get_frame_text_similarity`]: the primitive of zero-shot sound event detection and
+    text-to-audio grounding. Raw cosines, no temperature, as the official zero-shot scripts use.
+
+    Args:
+        frame_similarity (`torch.FloatTensor` of shape `(audio_batch, num_frames, text_batch)`):
+            Cosine between each normalised frame embedding and each normalised global text embedding.
+        clip_similarity (`torch.FloatTensor` of shape `(audio_batch, text_batch)`):
+            Cosine between the global audio and text embeddings.
+        frame_boundaries (`torch.FloatTensor` of shape `(num_frames + 1,)`):
+            Frame `k` spans `[frame_boundaries[k], frame_boundaries[k + 1])` seconds of the fed input.
+        frame_mask (`torch.LongTensor` of shape `(audio_batch, num_frames)`): 1 on frames holding real audio.
+    """
+
+    frame_similarity: torch.FloatTensor | None = None
+    clip_similarity: torch.FloatTensor | None = None
+    frame_boundaries: torch.FloatTensor | None = None
+    frame_mask: torch.LongTensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Audio tower
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class MGAClapValueProjection(nn.Module):
+    """Holds the value slice of a Swin attention under its original name (`attention.self.value`)."""
+
+    def __init__(self, value: nn.Linear):
+        super().__init__()
+        self.value = value
+
+
+class MGAClapValueAttention(nn.Module):
+    """Attention reduced to its value and output projections: each token is mapped on its own."""
+
+    def __init__(self, attention: ClapAudioAttention):
+        super().__init__()
+        self.self = MGAClapValueProjection(attention.self.value)
+        self.output = attention.output
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.output(self.self.value(hidden_states), hidden_states)
+
+
+class MGAClapLocalityAwareBlock(nn.Module):
+    """The locality-aware block (paper §3.3, arXiv 2408.07919) as the official code computes it.
+
+    The paper drops the query-key attention and keeps the values. The official code also drops the MLP and keeps
+    `layernorm_after` as a residual term (official-implementation §4.1)::
+
+        v = x + DropPath(W_o (W_v LN_1(x) + b_v) + b_o)
+        y = v + DropPath(LN_2(v))
+
+    No token mixing: the window partition and cyclic shift of the Swin block are no-ops and are skipped. The
+    query, key, relative position bias and MLP of the replaced block are removed, so they are neither saved nor
+    left without gradients under DDP.
+    """
+
+    def __init__(self, block: ClapAudioLayer):
+        super().__init__()
+        self.layernorm_before = block.layernorm_before
+        self.attention = MGAClapValueAttention(block.attention)
+        self.drop_path = block.drop_path
+        self.layernorm_after = block.layernorm_after
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor]:
+        # (batch, tokens, channels); the extra arguments of ClapAudioLayer (grid size, ...) are irrelevant here.
+        hidden_states = hidden_states + self.drop_path(self.attention(self.layernorm_before(hidden_states)))
+        hidden_states = hidden_states + self.drop_path(self.layernorm_after(hidden_states))
+        return (hidden_states,)
+
+
+class MGAClapAudioEncoder(ClapAudioEncoder):
+    """transformers' HTS-AT encoder returning time-ordered frame features instead of a pooled clip embedding.
+
+    Same submodules and state-dict keys as `ClapAudioEncoder` (so `ClapAudioModel` and HTS-AT weights load into
+    it), with the last `num_locality_aware_blocks` Swin blocks replaced by [`MGAClapLocalityAwareBlock`]s and the
+    official SpecAugment after the mel BatchNorm in training mode. The unused clip path (`avgpool`) is skipped.
+    """
+
+    def __init__(self, config, num_locality_aware_blocks: int = 1, spec_augment: bool = True):
+        super().__init__(config)
+        self.spec_augment = spec_augment
+        blocks = [(stage, index) for stage in self.layers for index in range(len(stage.blocks))]
+        for stage, index in blocks[len(blocks) - num_locality_aware_blocks :]:
+            # The value path of block i feeds block i + 1 (the natural generalisation of the official single block).
+            stage.blocks[index] = MGAClapLocalityAwareBlock(stage.blocks[index])
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            input_features (`torch.FloatTensor` of shape `(batch, mel_frames, num_mel_bins)`): log-mel spectrograms.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch, num_frames, hidden_size)`: frame features in temporal order
+            (32 x 768 for the paper's HTS-AT), after the final LayerNorm.
+        """
+        features = input_features.unsqueeze(1)  # (B, 1, T_mel, F)
+        # BatchNorm over mel bins: move them to the channel axis and back.
+        features = self.batch_norm(features.transpose(1, 3)).transpose(1, 3)
+        if self.training and self.spec_augment:
+            features = spec_augment(features)
+        image = self.reshape_mel2img(features)  # (B, 1, spec_size, spec_size): bicubic stretch to 1024 frames, fold
+        hidden_states = self.patch_embed(image, None)  # (B, H * W, C0)
+        for stage, input_dimensions in zip(self.layers, self.input_resolutions, strict=True):
+            hidden_states = stage(hidden_states, input_dimensions)[0]
+        hidden_states = self.norm(hidden_states)  # (B, R * R, C)
+        return audio_tokens_to_frames(hidden_states, self.freq_ratio)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Projection head and codebook
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class MGAClapProjectionHead(nn.Sequential):
+    """Two-layer MLP `LN -> Linear -> GELU -> LN -> Linear` (official `frame_proj` / `word_proj`, same indices)."""
+
+    def __init__(self, input_dim: int, output_dim: int):
+        super().__init__(
+            nn.LayerNorm(input_dim),
+            nn.Linear(input_dim, output_dim),
+            nn.GELU(),
+            nn.LayerNorm(output_dim),
+            nn.Linear(output_dim, output_dim),
+        )
+
+
+class MGAClapCodebook(nn.Module):
+    """The modality-shared codebook (paper §3.2.2): local embeddings -> a sparse mixture of shared codewords.
+
+    For local embeddings `x_n` (frames or word pieces) and codewords `z_k`, as in the official code:
+
+        a_nk = <x_n, z_k> * scale * mask_n        (raw dot products; masked positions score exactly 0)
+        s_k = max_n a_nk                          (or the masked mean, `codebook_pooling="mean"`)
+        w = Sparsemax(s)                          (or Softmax, `codebook_activation="softmax"`)
+        e = sum_k w_k z_k
+
+    The multiplicative mask is the official rule: text always has a masked [SEP], so a codeword that every real
+    word piece scores negatively gets affinity 0, not its best negative score.
+    """
+
+    def __init__(self, config: MGAClapConfig):
+        super().__init__()
+        self.codewords = nn.Parameter(torch.empty(config.codebook_size, config.projection_dim))
+        self.scale = config.codebook_affinity_scale
+        self.pooling = config.codebook_pooling
+        self.activation = config.codebook_activation
+
+    def forward(self, local_embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            local_embeds (`torch.FloatTensor` of shape `(batch, length, projection_dim)`).
+            mask (`torch.Tensor` of shape `(batch, length)`): 1 on valid positions.
+
+        Returns:
+            `(aggregated, weights)`: `(batch, projection_dim)` (not normalised) and `(batch, codebook_size)`.
+        """
+        mask = mask.to(local_embeds.dtype).unsqueeze(-1)  # (B, N, 1)
+        affinity = (local_embeds @ self.codewords.t()) * self.scale * mask  # (B, N, M)
+        if self.pooling == "max":
+            pooled = affinity.amax(dim=1)
+        else:
+            pooled = affinity.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        if self.activation == "sparsemax":
+            weights = sparsemax(pooled)
+        else:
+            weights = torch.softmax(pooled.to(torch.promote_types(pooled.dtype, torch.float32)), dim=-1)
+        return weights.to(self.codewords.dtype) @ self.codewords, weights
+
+
+def masked_mean(local_embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `(batch, length, dim)` embeddings over the positions where `mask` is 1 -> `(batch, dim)`."""
+    mask = mask.to(local_embeds.dtype).unsqueeze(-1)
+    return (local_embeds * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class MGAClapPreTrainedModel(PreTrainedModel):
+    config: MGAClapConfig
+    config_class = MGAClapConfig
+    base_model_prefix = "mgaclap"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["ClapAudioLayer", "MGAClapLocalityAwareBlock", "BertLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        super()._init_weights(module)
+        if isinstance(module, MGAClapCodebook):
+            init.normal_(module.codewords, mean=0.0, std=1.0)  # official: torch.randn
+        elif isinstance(module, MGAClapModel):
+            init.constant_(module.temperature, self.config.temperature_init)
+        elif isinstance(module, ClapAudioSelfAttention):
+            init.zeros_(module.relative_position_bias_table)
+            init.copy_(module.relative_position_index, module.create_relative_position_index())
+        elif isinstance(module, BertEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            init.zeros_(module.token_type_ids)
+
+
+class MGAClapModel(MGAClapPreTrainedModel):
+    """MGA-CLAP: HTS-AT + BERT towers, projection heads, modality-shared codebook and contrastive loss.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from transformers import AutoModel, AutoProcessor
+
+    >>> model = AutoModel.from_pretrained("path/to/mgaclap", trust_remote_code=True)
+    >>> processor = AutoProcessor.from_pretrained("path/to/mgaclap", trust_remote_code=True)
+    >>> audio = np.random.randn(32000 * 4).astype(np.float32)  # 4 s at 32 kHz
+    >>> inputs = processor(text=["a dog barks", "rain falls"], audio=audio, sampling_rate=32000, return_tensors="pt")
+    >>> outputs = model(**inputs)
+    >>> outputs.logits_per_audio.softmax(dim=-1)  # (1, 2)
+    ```
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(self, config: MGAClapConfig):
+        super().__init__(config)
+        self.audio_encoder = MGAClapAudioEncoder(
+            config.audio_config,
+            num_locality_aware_blocks=config.num_locality_aware_blocks,
+            spec_augment=config.spec_augment,
+        )
+        self.text_model = BertModel(config.text_config, add_pooling_layer=False)
+        self.audio_projection = MGAClapProjectionHead(config.audio_config.hidden_size, config.projection_dim)
+        self.text_projection = MGAClapProjectionHead(config.text_config.hidden_size, config.projection_dim)
+        self.codebook = MGAClapCodebook(config) if config.aggregator == "codebook" else None
+        # A raw temperature (logits = cosine / tau), as the official code; not log-parameterised.
+        self.temperature = nn.Parameter(torch.tensor(config.temperature_init))
+        self.post_init()
+
+    # -- local embeddings -------------------------------------------------------------------------------------
+
+    def _frame_embeddings(
+        self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mels `(B, T_mel, F)` -> projected frames `(B, T, D)` and the frame mask `(B, T)`."""
+        if input_features.dim() == 4 and input_features.shape[1] == 1:  # ClapFeatureExtractor layout (B, 1, T, F)
+            input_features = input_features.squeeze(1)
+        num_mel_bins = self.config.audio_config.num_mel_bins
+        if input_features.dim() != 3 or input_features.shape[-1] != num_mel_bins:
+            raise ValueError(
+                f"`input_features` must have shape (batch, mel_frames, {num_mel_bins}), got {tuple(input_features.shape)}."
+            )
+        frames = self.audio_encoder(input_features)  # (B, T, C)
+        frame_embeds = self.audio_projection(frames)  # (B, T, D)
+        if input_features_mask is None:
+            frame_mask = frame_embeds.new_ones(frame_embeds.shape[:2], dtype=torch.long)
+        else:
+            # Frame k covers about mel frames [k T_mel / T, (k + 1) T_mel / T): it is real if any of them is.
+            mel_mask = input_features_mask.to(frame_embeds.device, torch.float32).unsqueeze(1)
+            frame_mask = F.adaptive_max_pool1d(mel_mask, frame_embeds.shape[1]).squeeze(1).long()
+        return frame_embeds, frame_mask
+
+    def _word_embeddings(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids `(B, L)` -> projected word pieces without [CLS] `(B, L - 1, D)` and their mask (0 on SEP/PAD)."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"`input_ids` must have shape (batch, length), got {tuple(input_ids.shape)}.")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        lengths = attention_mask.sum(dim=1)
+        if bool((lengths < 3).any()):
+            empty = (lengths < 3).nonzero().flatten().tolist()
+            raise ValueError(f"Captions {empty} have no tokens between [CLS] and [SEP]: empty text cannot be embedded.")
+        if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+            raise ValueError("`attention_mask` must be right-padded ([CLS] ... [SEP] [PAD] ...), as BERT tokenizers do.")
+        hidden_states = self.text_model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        # The official mask: 1 on word pieces, 0 on [SEP] (the last attended position) and [PAD]; [CLS] dropped.
+        word_mask = attention_mask.clone()
+        word_mask[torch.arange(len(lengths), device=lengths.device), lengths - 1] = 0
+        return self.text_projection(hidden_states[:, 1:]), word_mask[:, 1:]
+
+    def _aggregate(self, local_embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Local embeddings -> normalised global embedding `(B, D)` and codeword weights `(B, M)` (or None)."""
+        if self.codebook is None:
+            return F.normalize(masked_mean(local_embeds, mask), dim=-1), None
+        aggregated, weights = self.codebook(local_embeds, mask)
+        return F.normalize(aggregated, dim=-1), weights
+
+    # -- public API -------------------------------------------------------------------------------------------
+
+    def get_audio_features(
+        self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None = None
+    ) -> MGAClapModalityOutput:
+        """Embed audio.
+
+        Args:
+            input_features (`torch.FloatTensor` of shape `(batch, mel_frames, num_mel_bins)`):
+                Log-mels from [`MGAClapFeatureExtractor`] (1001 x 64 for 10 s).
+            input_features_mask (`torch.LongTensor` of shape `(batch, mel_frames)`, *optional*):
+                1 on mel frames of real audio, 0 on padding. Padded frames are excluded from the codebook pooling.
+
+        Returns:
+            [`MGAClapModalityOutput`]: `pooler_output` (batch, D) normalised clip embeddings, `last_hidden_state`
+            (batch, T, D) frame embeddings, `local_mask` (batch, T), `codeword_weights` (batch, M).
+        """
+        frame_embeds, frame_mask = self._frame_embeddings(input_features, input_features_mask)
+        audio_embeds, weights = self._aggregate(frame_embeds, frame_mask)
+        return MGAClapModalityOutput(
+            last_hidden_state=frame_embeds, pooler_output=audio_embeds, local_mask=frame_mask, codeword_weights=weights
+        )
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> MGAClapModalityOutput:
+        """Embed captions or class names.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, length)`): BERT token ids, `[CLS] ... [SEP] [PAD]...`.
+            attention_mask (`torch.LongTensor` of shape `(batch, length)`, *optional*).
+            token_type_ids (`torch.LongTensor` of shape `(batch, length)`, *optional*).
+
+        Returns:
+            [`MGAClapModalityOutput`]: `pooler_output` (batch, D) normalised text embeddings, `last_hidden_state`
+            (batch, length - 1, D) word-piece embeddings, `local_mask`, `codeword_weights` (batch, M).
+        """
+        word_embeds, word_mask = self._word_embeddings(input_ids, attention_mask, token_type_ids)
+        text_embeds, weights = self._aggregate(word_embeds, word_mask)
+        return MGAClapModalityOutput(
+            last_hidden_state=word_embeds, pooler_output=text_embeds, local_mask=word_mask, codeword_weights=weights
+        )
+
+    def contrastive_loss(self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """The configured loss of normalised, paired global embeddings `(B, D)` (row i of each is a pair).
+
+        Training scripts call this on embeddings gathered from all processes to get the global-batch loss.
+        """
+        logits_per_audio = audio_embeds @ text_embeds.t() / self._temperature()
+        if self.config.loss == "clap":
+            loss = clap_loss(logits_per_audio)
+        else:
+            loss = hard_negative_loss(
+                logits_per_audio, self.config.hard_negative_gamma, self.config.hard_negative_variant
+            )
+        if self.config.embedding_regularization:
+            loss = loss + embedding_regularization(audio_embeds, text_embeds)
+        return loss
+
+    def _temperature(self) -> torch.Tensor:
+        # The official code never clamps; the floor only guards against a diverged run (CLIP caps 1/tau at 100).
+        return self.temperature.clamp(min=0.01)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        input_features: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+    ) -> MGAClapOutput:
+        """Embed both modalities and score every audio against every text.
+
+        Args:
+            input_ids, attention_mask, token_type_ids: as [`get_text_features`] (the tokenizer's output).
+            input_features, input_features_mask: as [`get_audio_features`] (the feature extractor's output).
+            return_loss (`bool`, *optional*): compute the contrastive loss; audio i and text i must be a pair.
+
+        Returns:
+            [`MGAClapOutput`].
+        """
+        audio = self.get_audio_features(input_features, input_features_mask)
+        text = self.get_text_features(input_ids, attention_mask, token_type_ids)
+        logits_per_audio = audio.pooler_output @ text.pooler_output.t() / self._temperature()
+        loss = None
+        if return_loss:
+            if audio.pooler_output.shape[0] != text.pooler_output.shape[0]:
+                raise ValueError("`return_loss=True` needs as many captions as clips (pair i = clip i, caption i).")
+            loss = self.contrastive_loss(audio.pooler_output, text.pooler_output)
+        return MGAClapOutput(
+            loss=loss,
+            logits_per_audio=logits_per_audio,
+            logits_per_text=logits_per_audio.t(),
+            audio_embeds=audio.pooler_output,
+            text_embeds=text.pooler_output,
+            frame_embeds=audio.last_hidden_state,
+            word_embeds=text.last_hidden_state,
+            frame_mask=audio.local_mask,
+            word_mask=text.local_mask,
+            audio_codeword_weights=audio.codeword_weights,
+            text_codeword_weights=text.codeword_weights,
+        )
+
+    @torch.no_grad()
+    def get_frame_text_similarity(
+        self,
+        input_features: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        input_features_mask: torch.Tensor | None = None,
+    ) -> MGAClapFrameSimilarityOutput:
+        """Cosine between every audio frame and every text query, with frame times in seconds.
+
+        As the official zero-shot SED and grounding scripts: normalised frame embeddings (no codebook) against
+        normalised global text embeddings (codebook), raw cosines.
+
+        Returns:
+            [`MGAClapFrameSimilarityOutput`]: `frame_similarity` (audio_batch, T, text_batch), `clip_similarity`
+            (audio_batch, text_batch), `frame_boundaries` (T + 1,) seconds, `frame_mask` (audio_batch, T).
+        """
+        audio = self.get_audio_features(input_features, input_features_mask)
+        text = self.get_text_features(input_ids, attention_mask, token_type_ids).pooler_output  # (N, D)
+        frames = F.normalize(audio.last_hidden_state, dim=-1)  # (B, T, D)
+        # The fed input lasts (T_mel - 1) hops: 1001 frames at 100 frames/s are 10 s.
+        duration = (input_features.shape[-2] - 1) / self.config.mel_frames_per_second
+        num_frames = frames.shape[1]
+        return MGAClapFrameSimilarityOutput(
+            frame_similarity=frames @ text.t(),
+            clip_similarity=audio.pooler_output @ text.t(),
+            frame_boundaries=torch.linspace(0.0, duration, num_frames + 1, device=frames.device),
+            frame_mask=audio.local_mask,
+        )
+
+
+__all__ = ["MGAClapModel", "MGAClapPreTrainedModel", "sparsemax"]

@@ -1,0 +1,72 @@
+"""Shared tiny configurations and inputs. Tests run offline: no Hub access, temporary HF_HOME."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from transformers_mgaclap import MGAClapConfig, MGAClapModel  # noqa: E402
+
+# The paper's HTS-AT image geometry (spec 256, patch 4, 4 stages -> an 8 x 8 grid, 32 frames) at a tiny width.
+TINY_AUDIO = dict(
+    patch_embeds_hidden_size=8,
+    depths=[1, 1, 1, 2],
+    num_attention_heads=[1, 1, 2, 2],
+    hidden_size=64,
+    drop_path_rate=0.0,
+)
+TINY_TEXT = dict(
+    vocab_size=30522,  # the real BERT uncased vocabulary, so the shipped MiniLM tokenizer can feed it
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
+
+
+def tiny_config(**overrides) -> MGAClapConfig:
+    """A tiny MGA-CLAP. The affinity scale is large so that Sparsemax is sparse at random initialisation."""
+    kwargs = dict(
+        projection_dim=16,
+        codebook_size=24,
+        codebook_affinity_scale=0.5,
+        audio_config=dict(TINY_AUDIO),
+        text_config=dict(TINY_TEXT),
+        spec_augment=False,
+    )
+    kwargs.update(overrides)
+    return MGAClapConfig(**kwargs)
+
+
+def tiny_model(seed: int = 0, **overrides) -> MGAClapModel:
+    torch.manual_seed(seed)
+    return MGAClapModel(tiny_config(**overrides)).eval()
+
+
+def text_inputs(batch_size: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Right-padded BERT-style ids: [CLS]=101 words [SEP]=102 [PAD]=0, lengths 4, 6, 5, ..."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = [4 + (2 * i) % 3 for i in range(batch_size)]
+    ids = torch.zeros(batch_size, max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        ids[row, 0] = 101
+        ids[row, 1 : length - 1] = torch.randint(1000, 5000, (length - 2,), generator=generator)
+        ids[row, length - 1] = 102
+    return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+
+def audio_inputs(batch_size: int = 3, mel_frames: int = 1001, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {"input_features": torch.randn(batch_size, mel_frames, 64, generator=generator) * 10 - 40}
+
+
+@pytest.fixture
+def model() -> MGAClapModel:
+    return tiny_model()
