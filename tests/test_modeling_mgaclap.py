@@ -38,7 +38,9 @@ def sparsemax_reference(z: np.ndarray) -> np.ndarray:
 
 def codebook_reference(x, mask, codewords, scale, pooling="max", activation="sparsemax"):
     """Eq. 2-3 with the official multiplicative mask: x (N, D), mask (N,), codewords (M, D) -> (D,), (M,)."""
-    affinity = np.array([[x[n] @ codewords[k] * scale * mask[n] for k in range(len(codewords))] for n in range(len(x))])
+    affinity = np.array(
+        [[x[n] @ codewords[k] * scale * mask[n] for k in range(len(codewords))] for n in range(len(x))]
+    )
     pooled = affinity.max(0) if pooling == "max" else affinity.sum(0) / mask.sum()
     if activation == "sparsemax":
         weights = sparsemax_reference(pooled)
@@ -75,7 +77,9 @@ def official_hard_negative_reference(s: np.ndarray, gamma: float) -> float:
         for i in range(batch):
             for j in range(batch):
                 weights[i, j] = 1.0 if i == j else (batch - 1) * e[i, j] / (row_sums[j] - e[i, j])
-        per_row = [shifted[i, i] - math.log(1e-7 + (weights[i] * np.exp(shifted[i])).sum()) for i in range(batch)]
+        per_row = [
+            shifted[i, i] - math.log(1e-7 + (weights[i] * np.exp(shifted[i])).sum()) for i in range(batch)
+        ]
         total += -np.mean(per_row)
     return total / 2
 
@@ -128,7 +132,8 @@ def test_sparsemax_upcasts_under_autocast():
 
 
 @pytest.mark.parametrize(
-    ("pooling", "activation"), [("max", "sparsemax"), ("mean", "sparsemax"), ("max", "softmax"), ("mean", "softmax")]
+    ("pooling", "activation"),
+    [("max", "sparsemax"), ("mean", "sparsemax"), ("max", "softmax"), ("mean", "softmax")],
 )
 def test_codebook_matches_float64_equations(pooling, activation):
     model = tiny_model(codebook_pooling=pooling, codebook_activation=activation).double()
@@ -151,7 +156,9 @@ def test_codebook_official_text_mask_rule():
         model.codebook.codewords.copy_(torch.eye(8, 16, dtype=torch.float64))
     z = model.codebook.codewords.detach()
     # Two real tokens scoring codeword 0 negatively, then a masked [SEP] position with arbitrary content.
-    local = torch.stack([-z[0] + 0.3 * z[2], -2 * z[0] + 0.1 * z[2], torch.randn(16, dtype=torch.float64)])[None]
+    local = torch.stack([-z[0] + 0.3 * z[2], -2 * z[0] + 0.1 * z[2], torch.randn(16, dtype=torch.float64)])[
+        None
+    ]
     _, weights = model.codebook(local, torch.tensor([[1, 1, 0]]))
     official = torch.tensor([0.0, 0, 0.15, 0, 0, 0, 0, 0], dtype=torch.float64)  # max(0, best real score)
     excluded = torch.tensor([-0.5, 0, 0.15, 0, 0, 0, 0, 0], dtype=torch.float64)  # a -inf mask's max
@@ -197,7 +204,9 @@ def test_gamma_zero_is_clap_loss_and_clap_loss_is_eq1():
         eq1 -= sum(math.log(math.exp(s[i, i]) / np.exp(s[i]).sum()) for i in range(7))
     assert clap_loss(logits).item() == pytest.approx(eq1 / 14, rel=1e-12)
     for variant in ("paper", "official"):
-        assert hard_negative_loss(logits, 0.0, variant).item() == pytest.approx(clap_loss(logits).item(), rel=1e-12)
+        assert hard_negative_loss(logits, 0.0, variant).item() == pytest.approx(
+            clap_loss(logits).item(), rel=1e-12
+        )
 
 
 def test_hard_negative_weights_are_not_detached():
@@ -326,7 +335,9 @@ def test_padding_tokens_do_not_change_text_embeddings(model):
     )  # row 0 has 4 tokens: no padding at all
     batched = model.get_text_features(**text)
     torch.testing.assert_close(batched.pooler_output[0], alone.pooler_output[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(batched.last_hidden_state[0, :3], alone.last_hidden_state[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        batched.last_hidden_state[0, :3], alone.last_hidden_state[0], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_audio_embeddings_do_not_depend_on_the_batch(model):
@@ -369,7 +380,9 @@ def test_bad_inputs_raise_clear_errors(model):
     with pytest.raises(ValueError, match="empty text"):
         model.get_text_features(input_ids=torch.tensor([[101, 102]]), attention_mask=torch.tensor([[1, 1]]))
     with pytest.raises(ValueError, match="right-padded"):
-        model.get_text_features(input_ids=torch.tensor([[0, 101, 7, 102]]), attention_mask=torch.tensor([[0, 1, 1, 1]]))
+        model.get_text_features(
+            input_ids=torch.tensor([[0, 101, 7, 102]]), attention_mask=torch.tensor([[0, 1, 1, 1]])
+        )
     with pytest.raises(ValueError, match="as many captions"):
         model(**text_inputs(3), **audio, return_loss=True)
     with pytest.raises(ValueError, match="swin input size"):  # longer than the 1024 frames HTS-AT takes
@@ -445,7 +458,9 @@ def test_loss_switches_change_the_loss():
 def test_spec_augment_only_in_training():
     model = tiny_model(spec_augment=True)
     features = audio_inputs(2)["input_features"]
-    torch.testing.assert_close(model.audio_encoder(features), model.audio_encoder(features))  # eval: deterministic
+    torch.testing.assert_close(
+        model.audio_encoder(features), model.audio_encoder(features)
+    )  # eval: deterministic
     model.train()
     assert not torch.allclose(model.audio_encoder(features), model.audio_encoder(features))
 
@@ -483,7 +498,9 @@ def test_save_and_reload_reproduces_outputs(tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     reloaded = MGAClapModel.from_pretrained(tmp_path).eval()
-    torch.testing.assert_close(reloaded(**inputs).logits_per_audio, model(**inputs).logits_per_audio, atol=0, rtol=0)
+    torch.testing.assert_close(
+        reloaded(**inputs).logits_per_audio, model(**inputs).logits_per_audio, atol=0, rtol=0
+    )
     assert reloaded.temperature.item() == model.temperature.item()
 
 

@@ -1,7 +1,6 @@
 """MGA-CLAP model configuration."""
 
 import math
-from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import BertConfig, ClapAudioConfig, PreTrainedConfig
@@ -9,8 +8,9 @@ from transformers.configuration_utils import SubConfigSpec
 
 # HTS-AT as in the paper and the official release: transformers' ClapAudioConfig already has this geometry
 # (spec 256, patch 4, window 8, depths [2, 2, 6, 2], heads [4, 8, 16, 32], 96 -> 768, no fusion); only the
-# stochastic depth rate differs (official 0.1, transformers 0.0).
-HTSAT_DEFAULTS = {"drop_path_rate": 0.1, "enable_fusion": False}
+# regularisation differs: official stochastic depth 0.1 (transformers 0.0) and no dropout after the Swin MLP
+# (transformers 0.1).
+HTSAT_DEFAULTS = {"drop_path_rate": 0.1, "hidden_dropout_prob": 0.0, "enable_fusion": False}
 
 AGGREGATORS = ("codebook", "mean")
 CODEBOOK_POOLINGS = ("max", "mean")
@@ -32,7 +32,8 @@ class MGAClapConfig(PreTrainedConfig):
             The text tower. Defaults to the `bert-base-uncased` geometry.
         audio_config (`dict` or `ClapAudioConfig`, *optional*):
             The HTS-AT audio tower. Defaults to the paper's HTS-AT (spec 256, patch 4, window 8, depths
-            [2, 2, 6, 2], heads [4, 8, 16, 32], width 96 -> 768, no fusion) with drop-path rate 0.1.
+            [2, 2, 6, 2], heads [4, 8, 16, 32], width 96 -> 768, no fusion) with drop-path rate 0.1 and no
+            dropout, as the official HTS-AT.
         projection_dim (`int`, *optional*, defaults to 1024):
             Size D of the joint embedding space (frame, word, codeword and global embeddings).
         codebook_size (`int`, *optional*, defaults to 4096):
@@ -106,7 +107,9 @@ class MGAClapConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        if isinstance(self.audio_config, dict):  # a partial dict keeps the paper's HTS-AT settings it does not name
+        if isinstance(
+            self.audio_config, dict
+        ):  # a partial dict keeps the paper's HTS-AT settings it does not name
             self.audio_config = {**HTSAT_DEFAULTS, **self.audio_config}
         super().__post_init__(**kwargs)
         if self.codebook_affinity_scale is None:
@@ -132,7 +135,9 @@ class MGAClapConfig(PreTrainedConfig):
     def _check_geometry(self) -> None:
         audio = self.audio_config
         if audio.enable_fusion:
-            raise ValueError("MGA-CLAP's audio tower does not use LAION feature fusion: set enable_fusion=False.")
+            raise ValueError(
+                "MGA-CLAP's audio tower does not use LAION feature fusion: set enable_fusion=False."
+            )
         num_blocks = sum(audio.depths)
         if not 0 <= self.num_locality_aware_blocks <= num_blocks:
             raise ValueError(

@@ -97,7 +97,9 @@ def audio_tokens_to_frames(tokens: torch.Tensor, freq_ratio: int) -> torch.Tenso
     return tokens.mean(dim=1)
 
 
-def spec_augment(features: torch.Tensor, time_width: int = 64, freq_width: int = 8, stripes: int = 2) -> torch.Tensor:
+def spec_augment(
+    features: torch.Tensor, time_width: int = 64, freq_width: int = 8, stripes: int = 2
+) -> torch.Tensor:
     """Zero random time and frequency stripes of normalised log-mels, as the official HTS-AT's `DropStripes`.
 
     Each of `stripes` stripes per axis has a width drawn uniformly in `[0, width)` and a uniform start.
@@ -339,7 +341,9 @@ class MGAClapAudioEncoder(ClapAudioEncoder):
         features = self.batch_norm(features.transpose(1, 3)).transpose(1, 3)
         if self.training and self.spec_augment:
             features = spec_augment(features)
-        image = self.reshape_mel2img(features)  # (B, 1, spec_size, spec_size): bicubic stretch to 1024 frames, fold
+        image = self.reshape_mel2img(
+            features
+        )  # (B, 1, spec_size, spec_size): bicubic stretch to 1024 frames, fold
         hidden_states = self.patch_embed(image, None)  # (B, H * W, C0)
         for stage, input_dimensions in zip(self.layers, self.input_resolutions, strict=True):
             hidden_states = stage(hidden_states, input_dimensions)[0]
@@ -484,7 +488,9 @@ class MGAClapModel(MGAClapPreTrainedModel):
         self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-mels `(B, T_mel, F)` -> projected frames `(B, T, D)` and the frame mask `(B, T)`."""
-        if input_features.dim() == 4 and input_features.shape[1] == 1:  # ClapFeatureExtractor layout (B, 1, T, F)
+        if (
+            input_features.dim() == 4 and input_features.shape[1] == 1
+        ):  # ClapFeatureExtractor layout (B, 1, T, F)
             input_features = input_features.squeeze(1)
         num_mel_bins = self.config.audio_config.num_mel_bins
         if input_features.dim() != 3 or input_features.shape[-1] != num_mel_bins:
@@ -502,7 +508,10 @@ class MGAClapModel(MGAClapPreTrainedModel):
         return frame_embeds, frame_mask
 
     def _word_embeddings(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids `(B, L)` -> projected word pieces without [CLS] `(B, L - 1, D)` and their mask (0 on SEP/PAD)."""
         if input_ids.dim() != 2:
@@ -512,9 +521,13 @@ class MGAClapModel(MGAClapPreTrainedModel):
         lengths = attention_mask.sum(dim=1)
         if bool((lengths < 3).any()):
             empty = (lengths < 3).nonzero().flatten().tolist()
-            raise ValueError(f"Captions {empty} have no tokens between [CLS] and [SEP]: empty text cannot be embedded.")
+            raise ValueError(
+                f"Captions {empty} have no tokens between [CLS] and [SEP]: empty text cannot be embedded."
+            )
         if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
-            raise ValueError("`attention_mask` must be right-padded ([CLS] ... [SEP] [PAD] ...), as BERT tokenizers do.")
+            raise ValueError(
+                "`attention_mask` must be right-padded ([CLS] ... [SEP] [PAD] ...), as BERT tokenizers do."
+            )
         hidden_states = self.text_model(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).last_hidden_state
@@ -523,7 +536,9 @@ class MGAClapModel(MGAClapPreTrainedModel):
         word_mask[torch.arange(len(lengths), device=lengths.device), lengths - 1] = 0
         return self.text_projection(hidden_states[:, 1:]), word_mask[:, 1:]
 
-    def _aggregate(self, local_embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _aggregate(
+        self, local_embeds: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Local embeddings -> normalised global embedding `(B, D)` and codeword weights `(B, M)` (or None)."""
         if self.codebook is None:
             return F.normalize(masked_mean(local_embeds, mask), dim=-1), None
@@ -550,7 +565,10 @@ class MGAClapModel(MGAClapPreTrainedModel):
         frame_embeds, frame_mask = self._frame_embeddings(input_features, input_features_mask)
         audio_embeds, weights = self._aggregate(frame_embeds, frame_mask)
         return MGAClapModalityOutput(
-            last_hidden_state=frame_embeds, pooler_output=audio_embeds, local_mask=frame_mask, codeword_weights=weights
+            last_hidden_state=frame_embeds,
+            pooler_output=audio_embeds,
+            local_mask=frame_mask,
+            codeword_weights=weights,
         )
 
     def get_text_features(
@@ -573,7 +591,10 @@ class MGAClapModel(MGAClapPreTrainedModel):
         word_embeds, word_mask = self._word_embeddings(input_ids, attention_mask, token_type_ids)
         text_embeds, weights = self._aggregate(word_embeds, word_mask)
         return MGAClapModalityOutput(
-            last_hidden_state=word_embeds, pooler_output=text_embeds, local_mask=word_mask, codeword_weights=weights
+            last_hidden_state=word_embeds,
+            pooler_output=text_embeds,
+            local_mask=word_mask,
+            codeword_weights=weights,
         )
 
     def contrastive_loss(self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
@@ -622,7 +643,9 @@ class MGAClapModel(MGAClapPreTrainedModel):
         loss = None
         if return_loss:
             if audio.pooler_output.shape[0] != text.pooler_output.shape[0]:
-                raise ValueError("`return_loss=True` needs as many captions as clips (pair i = clip i, caption i).")
+                raise ValueError(
+                    "`return_loss=True` needs as many captions as clips (pair i = clip i, caption i)."
+                )
             loss = self.contrastive_loss(audio.pooler_output, text.pooler_output)
         return MGAClapOutput(
             loss=loss,

@@ -58,10 +58,16 @@ class MGAClapProcessor(ProcessorMixin):
                 raise ValueError("`text` is an empty list.")
             for index, caption in enumerate(texts):
                 if not isinstance(caption, str) or not caption.strip():
-                    raise ValueError(f"Text {index} is empty or not a string ({caption!r}): nothing to embed.")
+                    raise ValueError(
+                        f"Text {index} is empty or not a string ({caption!r}): nothing to embed."
+                    )
             encoding.update(
                 self.tokenizer(
-                    texts, padding="longest", truncation=True, max_length=max_length, return_tensors=return_tensors
+                    texts,
+                    padding="longest",
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors=return_tensors,
                 )
             )
         if audio is not None:
@@ -74,7 +80,9 @@ class MGAClapProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return list(dict.fromkeys(self.tokenizer.model_input_names + self.feature_extractor.model_input_names))
+        return list(
+            dict.fromkeys(self.tokenizer.model_input_names + self.feature_extractor.model_input_names)
+        )
 
 
 __all__ = ["MGAClapProcessor"]

@@ -1,0 +1,89 @@
+"""Throughput of `MGAClapFeatureExtractor` against transformers' `ClapFeatureExtractor` on the same mel settings.
+
+Times a batch of 10 s random clips at 32 kHz (batch 32 by default) on 2 torch threads, in one process: one warm-up
+call per extractor, then rounds in which the extractors take turns; the median per extractor is reported.
+`ClapFeatureExtractor` is configured like the MGA-CLAP front end (64 Slaney mel bands, 50-14 000 Hz, window 1024,
+hop 320) with `rand_trunc`, so it computes one spectrogram per clip.
+
+    python benchmarks/benchmark_feature_extraction.py [--batch-size 32] [--repeats 5] [--threads 2]
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+from transformers import ClapFeatureExtractor
+
+from transformers_mgaclap import MGAClapFeatureExtractor
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=32, help="clips per call")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of every clip")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (the median is reported)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    return parser.parse_args()
+
+
+def median_seconds(calls: dict, repeats: int) -> dict[str, float]:
+    """Median wall time of each `calls[name]()` over `repeats` rounds, after one warm-up call each.
+
+    The extractors take turns within every round, so a load change on the machine hits all of them alike.
+    """
+    times = {name: [] for name in calls}
+    for call in calls.values():
+        call()
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    sampling_rate = 32000
+    rng = np.random.default_rng(0)
+    num_samples = int(args.seconds * sampling_rate)
+    clips = [(0.1 * rng.standard_normal(num_samples)).astype(np.float32) for _ in range(args.batch_size)]
+
+    clap = ClapFeatureExtractor(
+        feature_size=64,
+        sampling_rate=sampling_rate,
+        hop_length=320,
+        fft_window_size=1024,
+        frequency_min=50,
+        frequency_max=14000,
+        truncation="rand_trunc",
+        padding="repeatpad",
+    )
+    extractors = {
+        "ClapFeatureExtractor (numpy)": clap,
+        "MGAClapFeatureExtractor precision=float64": MGAClapFeatureExtractor(precision="float64"),
+        "MGAClapFeatureExtractor precision=float32": MGAClapFeatureExtractor(precision="float32"),
+    }
+    print(
+        f"batch {args.batch_size} x {args.seconds:g} s at {sampling_rate} Hz, torch threads {torch.get_num_threads()}, "
+        f"torch {torch.__version__}, median of {args.repeats} rounds"
+    )
+    calls = {
+        name: lambda extractor=extractor: extractor(clips, sampling_rate=sampling_rate, return_tensors="pt")
+        for name, extractor in extractors.items()
+    }
+    throughput = {}
+    for name, seconds in median_seconds(calls, args.repeats).items():
+        throughput[name] = args.batch_size / seconds
+        print(f"{name:45s} {seconds * 1e3:9.1f} ms/batch {throughput[name]:9.1f} clips/s")
+    baseline = throughput["ClapFeatureExtractor (numpy)"]
+    for name, value in throughput.items():
+        if name.startswith("MGAClap"):
+            print(f"speed-up of {name}: {value / baseline:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

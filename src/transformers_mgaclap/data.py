@@ -1,0 +1,190 @@
+"""Audio-caption data for training: loading `datasets` sources, caption normalisation, the training collator.
+
+Audio is kept undecoded (`Audio(decode=False)`) in the datasets and decoded by the collator, inside DataLoader
+workers: decoding, resampling and feature extraction run in parallel with the training step, and an unreadable
+file can be skipped (and counted) instead of killing the run.
+"""
+
+import logging
+import os
+import re
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+AUDIO = "audio"
+CAPTIONS = "captions"
+
+
+def normalize_caption(caption: str) -> str:
+    """The official caption pre-processing (WavCaps `text_preprocess`, official-implementation §5).
+
+    Lower-case; drop a space before `, . ! ? ; : "` when whitespace or the end follows; then turn each of
+    `( , . ! ? ; : | * " )` into a space. Each step ends with one pass of double-space -> single space, as the
+    original (longer runs are only partly collapsed, nothing is stripped).
+    """
+    caption = caption.lower()
+    caption = re.sub(r'\s([,.!?;:"](?:\s|$))', r"\1", caption).replace("  ", " ")
+    return re.sub(r'[(,.!?;:|*")]', " ", caption).replace("  ", " ")
+
+
+def _as_caption_list(value) -> list[str]:
+    """A caption cell (a string or a list of strings) -> its non-empty captions."""
+    captions = [value] if isinstance(value, str) else list(value or [])
+    return [c for c in captions if isinstance(c, str) and c.strip()]
+
+
+def _load_one(name, config_name: str | None, split: str, streaming: bool):
+    import datasets
+
+    if not isinstance(name, str | os.PathLike):
+        return name  # already a Dataset / IterableDataset
+    name = os.fspath(name)
+    if os.path.isdir(name) and os.path.exists(os.path.join(name, "dataset_info.json")):
+        return datasets.load_from_disk(name)  # a `save_to_disk` folder
+    if os.path.isdir(name) and os.path.exists(os.path.join(name, "dataset_dict.json")):
+        return datasets.load_from_disk(name)[split]
+    if os.path.isdir(name) and not any(
+        f.endswith((".parquet", ".arrow", ".json", ".csv")) for f in os.listdir(name)
+    ):
+        return datasets.load_dataset("audiofolder", data_dir=name, split=split, streaming=streaming)
+    return datasets.load_dataset(name, config_name, split=split, streaming=streaming)
+
+
+def load_audio_caption_dataset(
+    names: Sequence[str],
+    split: str = "train",
+    config_name: str | None = None,
+    audio_column: str = "audio",
+    caption_column: str = "caption",
+    streaming: bool = False,
+    probabilities: Sequence[float] | None = None,
+    seed: int = 0,
+):
+    """Load, standardise and combine audio-caption datasets.
+
+    Each source is a Hub id, a local `save_to_disk` folder, an `audiofolder` directory or a `datasets.Dataset`
+    already in memory. The result has two
+    columns: `audio` (undecoded: `{"bytes", "path"}`) and `captions` (a non-empty list of strings; a string column
+    becomes a one-element list, Clotho-style lists are kept). Rows without any non-empty caption are dropped.
+    Several sources are concatenated, or interleaved with `probabilities`.
+
+    Raises:
+        ValueError: a named column is missing (the message lists the columns that exist).
+    """
+    import datasets
+
+    parts = []
+    for name in names:
+        dataset = _load_one(name, config_name, split, streaming)
+        columns = list(dataset.column_names or dataset.features or [])
+        for column in (audio_column, caption_column):
+            if column not in columns:
+                raise ValueError(
+                    f"Dataset {name!r} ({split}) has no column {column!r}; its columns are {columns}."
+                )
+        dataset = dataset.select_columns([audio_column, caption_column])
+        dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
+        dataset = dataset.map(lambda row: {CAPTIONS: _as_caption_list(row[caption_column])})
+        dataset = dataset.filter(lambda row: len(row[CAPTIONS]) > 0)
+        if audio_column != AUDIO:
+            dataset = dataset.rename_column(audio_column, AUDIO)
+        parts.append(dataset.select_columns([AUDIO, CAPTIONS]))
+    if len(parts) == 1:
+        return parts[0]
+    if probabilities is not None:
+        return datasets.interleave_datasets(
+            parts, probabilities=list(probabilities), seed=seed, stopping_strategy="all_exhausted"
+        )
+    return datasets.concatenate_datasets(parts)
+
+
+def _example_key(example: dict) -> int:
+    """A stable integer per example (from its audio bytes or path and its captions), for keyed randomness."""
+    audio = example[AUDIO]
+    payload = (audio.get("path") or "").encode() + (audio.get("bytes") or b"")[:4096]
+    return zlib.crc32(payload + "\x1f".join(example[CAPTIONS]).encode())
+
+
+class AudioCaptionCollator:
+    """Decode, crop and featurise a list of `{"audio", "captions"}` examples into MGA-CLAP model inputs.
+
+    Random choices (which caption, which 10 s crop) are a function of `(seed, epoch, example)` rather than of a
+    global random state, so a run resumed from a checkpoint sees exactly the batches the uninterrupted run saw,
+    whichever worker builds them.
+
+    Args:
+        processor ([`MGAClapProcessor`]): feature extractor + tokenizer.
+        train (`bool`): sample one caption and a random 10 s crop per clip. Otherwise keep every caption (the
+            batch then has more captions than clips and a `text_to_audio` index) and the deterministic crop.
+        normalize (`bool`): apply [`normalize_caption`] (the official training pre-processing).
+        strict (`bool`): raise on an unreadable audio file (naming it) instead of skipping it with a warning.
+        seed (`int`): base of the keyed randomness; set `epoch` before each epoch.
+    """
+
+    def __init__(
+        self, processor, train: bool = True, normalize: bool = True, strict: bool = False, seed: int = 0
+    ):
+        self.processor = processor
+        self.train = train
+        self.normalize = normalize
+        self.strict = strict
+        self.seed = seed
+        self.epoch = 0
+        self._decoder = None
+
+    def _decode(self, audio: dict) -> np.ndarray:
+        if self._decoder is None:
+            import datasets
+
+            self._decoder = datasets.Audio(sampling_rate=self.processor.feature_extractor.sampling_rate)
+        return np.asarray(self._decoder.decode_example(audio)["array"], dtype=np.float32)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        waveforms, captions, text_to_audio, skipped = [], [], [], []
+        for example in examples:
+            name = example[AUDIO].get("path") or "<bytes>"
+            try:
+                waveform = self._decode(example[AUDIO])
+                if waveform.size == 0 or not np.isfinite(waveform).all():
+                    raise ValueError("empty or non-finite audio")
+            except Exception as error:  # noqa: BLE001 - any decoder failure means the same: unusable file
+                if self.strict:
+                    raise ValueError(f"Cannot decode audio file {name!r}: {error}") from error
+                logger.warning("Skipping unreadable audio %r: %s", name, error)
+                skipped.append(name)
+                continue
+            rng = np.random.default_rng([self.seed, self.epoch, _example_key(example)])
+            options = example[CAPTIONS]
+            chosen = [options[rng.integers(len(options))]] if self.train else options
+            text_to_audio += [len(waveforms)] * len(chosen)
+            waveforms.append(waveform)
+            captions += [normalize_caption(c) if self.normalize else c for c in chosen]
+        if not waveforms:
+            return {"num_skipped": torch.tensor(len(skipped))}
+        crop = {}
+        if self.train:
+            crop = {
+                "truncation_mode": "random",
+                "generator": torch.Generator().manual_seed(int(rng.integers(2**62))),
+            }
+        batch = self.processor(
+            text=captions,
+            audio=waveforms,
+            sampling_rate=self.processor.feature_extractor.sampling_rate,
+            return_tensors="pt",
+            **crop,
+        )
+        batch = dict(batch)
+        batch["num_skipped"] = torch.tensor(len(skipped))
+        if not self.train:
+            batch["text_to_audio"] = torch.tensor(text_to_audio)
+        return batch
+
+
+__all__ = ["AudioCaptionCollator", "load_audio_caption_dataset", "normalize_caption"]

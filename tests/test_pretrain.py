@@ -1,0 +1,134 @@
+"""examples/pretrain.py: a smoke run that produces a loadable folder, exact resume, SIGTERM, two processes = one."""
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from conftest import TINY_AUDIO
+from huggingface_hub import ModelCard
+from transformers import AutoModel, AutoProcessor
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "pretrain.py"
+TINY_MODEL = json.dumps(
+    {"audio_config": dict(TINY_AUDIO, drop_path_rate=0.1), "codebook_size": 32, "projection_dim": 16,
+     "codebook_affinity_scale": 0.5}
+)
+
+
+def tiny_args(output_dir, *extra) -> list[str]:
+    return [
+        "--output_dir", str(output_dir),
+        "--synthetic_train_clips", "32",
+        "--synthetic_validation_clips", "8",
+        "--per_device_train_batch_size", "8",
+        "--per_device_eval_batch_size", "8",
+        "--model_config_overrides", TINY_MODEL,
+        "--dataloader_num_workers", "0",
+        "--logging_steps", "1",
+        "--seed", "3",
+        *extra,
+    ]  # fmt: skip
+
+
+def run_in_process(argv: list[str]) -> int:
+    spec = importlib.util.spec_from_file_location("pretrain", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return module.main(argv)
+
+
+def train_log(folder: Path) -> list[dict]:
+    return json.loads((folder / "training_history.json").read_text())["train_log"]
+
+
+def test_smoke_run_produces_a_loadable_folder(tmp_path):
+    out = tmp_path / "run"
+    code = run_in_process(
+        tiny_args(out, "--max_train_steps", "4", "--eval_steps", "2", "--checkpointing_steps", "2",
+                  "--checkpoints_total_limit", "1")
+    )  # fmt: skip
+    assert code == 0
+    log = train_log(out)
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4] and all(math.isfinite(e["loss"]) for e in log)
+    history = json.loads((out / "training_history.json").read_text())["history"]
+    assert [h["step"] for h in history] == [2, 4] and 0 <= history[-1]["t2a_R@1"] <= 1
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]  # rotated to the newest
+    assert (out / "best_model" / "model.safetensors").exists()
+
+    model = AutoModel.from_pretrained(out, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
+    inputs = processor(text=["a bell rings"], audio=torch.zeros(32000).numpy(), sampling_rate=32000, return_tensors="pt")
+    assert model(**inputs).logits_per_audio.shape == (1, 1)
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers"
+    assert card.data.pipeline_tag == "zero-shot-audio-classification"
+    assert "trust_remote_code=True" in card.text
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    """Dropout, drop-path and SpecAugment are on: resuming must restore every random state."""
+    full = tmp_path / "full"
+    args = ("--max_train_steps", "6", "--checkpointing_steps", "3", "--validation_split", "none", "--spec_augment")
+    assert run_in_process(tiny_args(full, *args)) == 0
+    resumed = tmp_path / "resumed"
+    assert run_in_process(tiny_args(resumed, *args, "--resume_from_checkpoint", str(full / "checkpoint-3"))) == 0
+    full_log, resumed_log = train_log(full), train_log(resumed)
+    assert [e["step"] for e in resumed_log] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(full_log[3:], resumed_log[3:], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), (full_log, resumed_log)
+    assert len({round(e["loss"], 6) for e in full_log}) == 6  # the losses do move
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *tiny_args(out, "--max_train_steps", "200", "--validation_split", "none")],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    for line in process.stderr:
+        if "Running training" in line or time.time() > deadline:
+            break
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    process.stderr.read()
+    assert process.wait(timeout=240) == 143
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1
+    state = json.loads((checkpoints[0] / "trainer_state.json").read_text())
+    assert checkpoints[0].name == f"checkpoint-{state['global_step']}" and state["global_step"] < 200
+    assert (checkpoints[0] / "model.safetensors").exists() and (checkpoints[0] / "optimizer.bin").exists()
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_two_processes_equal_one(tmp_path, variant):
+    """One step on a global batch of 8: torchrun with 2 CPU processes (gloo) vs one process, loss and gradients."""
+    helper = ROOT / "tests" / "distributed_step.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "tests"))
+    single = tmp_path / "single.pt"
+    double = tmp_path / "double.pt"
+    subprocess.run([sys.executable, str(helper), str(single), variant], check=True, env=env, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(helper), str(double), variant],
+        check=True, env=env, timeout=300,
+    )  # fmt: skip
+    one, two = torch.load(single, weights_only=True), torch.load(double, weights_only=True)
+    assert one["loss"].item() == pytest.approx(two["loss"].item(), abs=1e-5)
+    assert one["grads"].keys() == two["grads"].keys()
+    for name, grad in one["grads"].items():
+        torch.testing.assert_close(two["grads"][name], grad, atol=1e-5, rtol=1e-4, msg=name)
