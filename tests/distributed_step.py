@@ -29,7 +29,9 @@ def main(out: str, variant: str) -> None:
     loss, _ = global_contrastive_loss(model, local)
     accelerator.backward(loss)
     if accelerator.is_main_process:
-        grads = {name: p.grad.detach().clone() for name, p in accelerator.unwrap_model(model).named_parameters()}
+        grads = {
+            name: p.grad.detach().clone() for name, p in accelerator.unwrap_model(model).named_parameters()
+        }
         torch.save({"loss": loss.detach(), "grads": grads}, out)
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -20,14 +20,19 @@ from transformers import AutoModel, AutoProcessor
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "pretrain.py"
 TINY_MODEL = json.dumps(
-    {"audio_config": dict(TINY_AUDIO, drop_path_rate=0.1), "codebook_size": 32, "projection_dim": 16,
-     "codebook_affinity_scale": 0.5}
+    {
+        "audio_config": dict(TINY_AUDIO, drop_path_rate=0.1),
+        "codebook_size": 32,
+        "projection_dim": 16,
+        "codebook_affinity_scale": 0.5,
+    }
 )
 
 
-def tiny_args(output_dir, *extra) -> list[str]:
+def tiny_args(output_dir, text_model_dir, *extra) -> list[str]:
     return [
         "--output_dir", str(output_dir),
+        "--text_model_name_or_path", str(text_model_dir),
         "--synthetic_train_clips", "32",
         "--synthetic_validation_clips", "8",
         "--per_device_train_batch_size", "8",
@@ -53,10 +58,10 @@ def train_log(folder: Path) -> list[dict]:
     return json.loads((folder / "training_history.json").read_text())["train_log"]
 
 
-def test_smoke_run_produces_a_loadable_folder(tmp_path):
+def test_smoke_run_produces_a_loadable_folder(tmp_path, tiny_text_model_dir):
     out = tmp_path / "run"
     code = run_in_process(
-        tiny_args(out, "--max_train_steps", "4", "--eval_steps", "2", "--checkpointing_steps", "2",
+        tiny_args(out, tiny_text_model_dir, "--max_train_steps", "4", "--eval_steps", "2", "--checkpointing_steps", "2",
                   "--checkpoints_total_limit", "1")
     )  # fmt: skip
     assert code == 0
@@ -69,7 +74,9 @@ def test_smoke_run_produces_a_loadable_folder(tmp_path):
 
     model = AutoModel.from_pretrained(out, trust_remote_code=True)
     processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
-    inputs = processor(text=["a bell rings"], audio=torch.zeros(32000).numpy(), sampling_rate=32000, return_tensors="pt")
+    inputs = processor(
+        text=["a bell rings"], audio=torch.zeros(32000).numpy(), sampling_rate=32000, return_tensors="pt"
+    )
     assert model(**inputs).logits_per_audio.shape == (1, 1)
 
     card = ModelCard.load(out / "README.md")
@@ -78,13 +85,22 @@ def test_smoke_run_produces_a_loadable_folder(tmp_path):
     assert "trust_remote_code=True" in card.text
 
 
-def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, tiny_text_model_dir):
     """Dropout, drop-path and SpecAugment are on: resuming must restore every random state."""
     full = tmp_path / "full"
-    args = ("--max_train_steps", "6", "--checkpointing_steps", "3", "--validation_split", "none", "--spec_augment")
-    assert run_in_process(tiny_args(full, *args)) == 0
+    args = (
+        "--max_train_steps",
+        "6",
+        "--checkpointing_steps",
+        "3",
+        "--validation_split",
+        "none",
+        "--spec_augment",
+    )
+    assert run_in_process(tiny_args(full, tiny_text_model_dir, *args)) == 0
     resumed = tmp_path / "resumed"
-    assert run_in_process(tiny_args(resumed, *args, "--resume_from_checkpoint", str(full / "checkpoint-3"))) == 0
+    resume = ("--resume_from_checkpoint", str(full / "checkpoint-3"))
+    assert run_in_process(tiny_args(resumed, tiny_text_model_dir, *args, *resume)) == 0
     full_log, resumed_log = train_log(full), train_log(resumed)
     assert [e["step"] for e in resumed_log] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(full_log[3:], resumed_log[3:], strict=True):
@@ -92,11 +108,12 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     assert len({round(e["loss"], 6) for e in full_log}) == 6  # the losses do move
 
 
-def test_sigterm_saves_a_checkpoint(tmp_path):
+def test_sigterm_saves_a_checkpoint(tmp_path, tiny_text_model_dir):
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *tiny_args(out, "--max_train_steps", "200", "--validation_split", "none")],
+        [sys.executable, str(SCRIPT),
+         *tiny_args(out, tiny_text_model_dir, "--max_train_steps", "200", "--validation_split", "none")],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path,
     )  # fmt: skip
     deadline = time.time() + 240
