@@ -1,7 +1,8 @@
 """Throughput of `MGAClapFeatureExtractor` against transformers' `ClapFeatureExtractor` on the same mel settings.
 
 Times a batch of 10 s random clips at 32 kHz (batch 32 by default) on 2 torch threads, in one process: one warm-up
-call per extractor, then rounds in which the extractors take turns; the median per extractor is reported.
+call, then `--repeats` timed calls per extractor; the median (and minimum) is reported. Other processes on the
+machine slow the 2-thread torch path more than single-threaded numpy, so compare figures from an idle machine.
 `ClapFeatureExtractor` is configured like the MGA-CLAP front end (64 Slaney mel bands, 50-14 000 Hz, window 1024,
 hop 320) with `rand_trunc`, so it computes one spectrogram per clip.
 
@@ -28,20 +29,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def median_seconds(calls: dict, repeats: int) -> dict[str, float]:
-    """Median wall time of each `calls[name]()` over `repeats` rounds, after one warm-up call each.
-
-    The extractors take turns within every round, so a load change on the machine hits all of them alike.
-    """
-    times = {name: [] for name in calls}
-    for call in calls.values():
-        call()
+def time_call(call, repeats: int) -> list[float]:
+    """Wall times of `repeats` calls of `call()`, after one warm-up call."""
+    call()
+    times = []
     for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -69,20 +65,25 @@ def main() -> None:
     }
     print(
         f"batch {args.batch_size} x {args.seconds:g} s at {sampling_rate} Hz, torch threads {torch.get_num_threads()}, "
-        f"torch {torch.__version__}, median of {args.repeats} rounds"
+        f"torch {torch.__version__}, median of {args.repeats} calls"
     )
     calls = {
         name: lambda extractor=extractor: extractor(clips, sampling_rate=sampling_rate, return_tensors="pt")
         for name, extractor in extractors.items()
     }
     throughput = {}
-    for name, seconds in median_seconds(calls, args.repeats).items():
+    for name, call in calls.items():
+        times = time_call(call, args.repeats)
+        seconds = statistics.median(times)
         throughput[name] = args.batch_size / seconds
-        print(f"{name:45s} {seconds * 1e3:9.1f} ms/batch {throughput[name]:9.1f} clips/s")
+        print(
+            f"{name:42s} median {seconds * 1e3:7.1f} ms/batch (min {min(times) * 1e3:7.1f}) "
+            f"{throughput[name]:7.1f} clips/s"
+        )
     baseline = throughput["ClapFeatureExtractor (numpy)"]
     for name, value in throughput.items():
         if name.startswith("MGAClap"):
-            print(f"speed-up of {name}: {value / baseline:.1f}x")
+            print(f"speed-up of {name} (medians): {value / baseline:.1f}x")
 
 
 if __name__ == "__main__":

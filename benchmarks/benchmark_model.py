@@ -29,6 +29,7 @@ import argparse
 import copy
 import gc
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -168,11 +169,24 @@ def interleaved(names, models, inputs, step, repeats: int) -> dict[str, list[flo
     return times
 
 
+def load_note(load_before: float, threads: int) -> None:
+    """Print the 1-minute load average before and after a timed section: above `threads`, other processes competed."""
+    load_after = os.getloadavg()[0]
+    busy = max(load_before, load_after) > threads + 0.5
+    warning = (
+        "  WARNING: other processes competed for the CPU, timings are inflated and noisy" if busy else ""
+    )
+    print(
+        f"\n  (1-min load average {load_before:.2f} before, {load_after:.2f} after, {threads} threads){warning}"
+    )
+
+
 def report_times(title: str, times: dict[str, list[float]], batch_size: int, reference: str = "clap") -> dict:
     """Print and return the medians, and ratios to `reference` of the medians and of the minima.
 
-    On a shared machine other processes only ever add time, so the ratio of the minima is a useful cross-check of
-    the ratio of the medians.
+    On a shared machine other processes only ever add time, so the ratio of the minima and the median of the
+    per-round ratios (the models of one round run back to back, under similar load) cross-check the ratio of the
+    medians.
     """
     print(f"\n{title}")
     results = {}
@@ -187,10 +201,14 @@ def report_times(title: str, times: dict[str, list[float]], batch_size: int, ref
             "clips_per_s": batch_size / median,
             "ratio_to_clap": median / base_median,
             "ratio_of_minima_to_clap": min(values) / base_min,
+            "median_round_ratio_to_clap": statistics.median(
+                value / base for value, base in zip(values, times[reference], strict=True)
+            ),
         }
         print(
             f"  {DESCRIPTIONS[name]:<62} median {median:7.3f} s (min {min(values):.3f}, max {max(values):.3f})  "
-            f"{batch_size / median:6.2f} clips/s  ratio {median / base_median:.3f} (minima {min(values) / base_min:.3f})"
+            f"{batch_size / median:6.2f} clips/s  ratio {median / base_median:.3f} "
+            f"(minima {min(values) / base_min:.3f}, per round {results[name]['median_round_ratio_to_clap']:.3f})"
         )
     return results
 
@@ -311,7 +329,9 @@ def main() -> None:
     for model in models.values():
         model.train()
     inputs = {name: make_inputs(name, args.batch_size) for name in names}
+    load_before = os.getloadavg()[0]
     train_times = interleaved(names, models, inputs, train_step, args.repeats)
+    load_note(load_before, args.threads)
     results["train_step"] = report_times(
         f"Training step (forward + backward, return_loss=True, batch {args.batch_size}):",
         train_times,
@@ -329,9 +349,11 @@ def main() -> None:
         model.eval()
     inference_names = [name for name in names if name != "mgaclap_specaugment"]  # SpecAugment is train-only
     inputs = {name: audio_only(make_inputs(name, args.inference_batch_size)) for name in inference_names}
+    load_before = os.getloadavg()[0]
     inference_times = interleaved(
         inference_names, models, inputs, audio_embedding_step, args.inference_repeats
     )
+    load_note(load_before, args.threads)
     results["audio_embedding"] = report_times(
         f"Inference, get_audio_features under no_grad (eval, batch {args.inference_batch_size}):",
         inference_times,

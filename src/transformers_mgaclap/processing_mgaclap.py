@@ -1,9 +1,19 @@
-"""Processor for MGA-CLAP: the log-mel feature extractor and a BERT tokenizer behind one call."""
+"""Processor for MGA-CLAP: the log-mel feature extractor and a BERT tokenizer behind one call.
 
+Also holds the frame-level post-processing of zero-shot sound event detection / text-to-audio grounding
+(`post_process_sound_event_detection`), pure torch so that it travels with the model as remote code.
+"""
+
+import math
+
+import torch
 from transformers import BatchFeature, ProcessorMixin
 
 # The official text encoder keeps 30 WordPiece tokens, [CLS] and [SEP] included (official-implementation §5).
 MAX_TEXT_LENGTH = 30
+# Sound event detection scores are raw cosines, which have no universal operating point: tune the threshold per
+# checkpoint and vocabulary (the official SED evaluation is threshold-free; grounding sweeps 50 thresholds).
+DEFAULT_THRESHOLD = 0.5
 
 
 class MGAClapProcessor(ProcessorMixin):
@@ -78,6 +88,35 @@ class MGAClapProcessor(ProcessorMixin):
             )
         return BatchFeature(data=encoding, tensor_type=return_tensors)
 
+    def post_process_sound_event_detection(
+        self,
+        frame_similarity: torch.Tensor,
+        frame_boundaries: torch.Tensor,
+        labels: list[str],
+        threshold: float = DEFAULT_THRESHOLD,
+        median_filter_frames: int = 3,
+        min_gap_seconds: float = 0.5,
+        min_duration_seconds: float = 0.0,
+        frame_mask: torch.Tensor | None = None,
+        score_reduction: str = "max",
+    ) -> list[list[dict]]:
+        """Turn frame-text similarities into sound events; see [`post_process_sound_event_detection`].
+
+        Typical use: `processor.post_process_sound_event_detection(out.frame_similarity, out.frame_boundaries,
+        labels, threshold=..., frame_mask=out.frame_mask)` with `out = model.get_frame_text_similarity(...)`.
+        """
+        return post_process_sound_event_detection(
+            frame_similarity,
+            frame_boundaries,
+            labels,
+            threshold=threshold,
+            median_filter_frames=median_filter_frames,
+            min_gap_seconds=min_gap_seconds,
+            min_duration_seconds=min_duration_seconds,
+            frame_mask=frame_mask,
+            score_reduction=score_reduction,
+        )
+
     @property
     def model_input_names(self) -> list[str]:
         return list(
@@ -85,4 +124,136 @@ class MGAClapProcessor(ProcessorMixin):
         )
 
 
-__all__ = ["MGAClapProcessor"]
+def median_filter_time(scores: torch.Tensor, window: int) -> torch.Tensor:
+    """Running median along the first (time) axis with an odd `window`.
+
+    Edges are handled as `scipy.ndimage.median_filter(mode="reflect")` (the official SED post-processing): the
+    sequence is extended by mirroring it about its ends, sample included (`c b a | a b c | c b a`), as often as the
+    window needs, so frame 0 with a 3-frame window is `median(x[0], x[0], x[1])`.
+
+    Args:
+        scores (`torch.Tensor` of shape `(time, ...)`): curves to filter.
+        window (`int`): odd window length in frames; 0 or 1 returns `scores` unchanged.
+
+    Returns:
+        `torch.Tensor` of the same shape.
+    """
+    if window is None or window <= 1:
+        return scores
+    if window % 2 == 0:
+        raise ValueError(f"`median_filter_frames` must be odd (or 0/1 for no filter), got {window}.")
+    length, half = scores.shape[0], window // 2
+    positions = torch.arange(-half, length + half, device=scores.device) % (2 * length)
+    positions = torch.where(positions >= length, 2 * length - 1 - positions, positions)
+    extended = scores.index_select(0, positions)  # (length + 2 * half, ...)
+    return extended.unfold(0, window, 1).median(dim=-1).values
+
+
+def _active_runs(active: torch.Tensor) -> list[tuple[int, int]]:
+    """`(start, stop)` pairs (stop exclusive) of the runs of True in a 1-D boolean tensor."""
+    padded = torch.nn.functional.pad(active.to(torch.int8), (1, 1))
+    changes = torch.diff(padded).nonzero().flatten().tolist()
+    return list(zip(changes[0::2], changes[1::2], strict=True))
+
+
+def post_process_sound_event_detection(
+    frame_similarity: torch.Tensor,
+    frame_boundaries: torch.Tensor,
+    labels: list[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    median_filter_frames: int = 3,
+    min_gap_seconds: float = 0.5,
+    min_duration_seconds: float = 0.0,
+    frame_mask: torch.Tensor | None = None,
+    score_reduction: str = "max",
+) -> list[list[dict]]:
+    """Sound events from frame-level query similarities (zero-shot SED and text-to-audio grounding).
+
+    For every clip and query: take the score curve over time, median-filter it (`median_filter_frames`, odd,
+    `scipy`'s "reflect" edges, see [`median_filter_time`]; applied separately to each run of valid frames so that
+    padding never leaks in), keep frames with `filtered >= threshold`, connect active runs separated by at most
+    `ceil(min_gap_seconds / frame_hop)` inactive frames (the official grounding rule: 0.5 s at 10/32 s per frame
+    connects gaps of up to 2 frames; the gap in seconds is thus rounded *up* to whole frames), drop events shorter
+    than `min_duration_seconds`, and report each remaining run.
+
+    Args:
+        frame_similarity (`torch.Tensor` of shape `(batch, frames, queries)` or `(frames, queries)`):
+            Scores, e.g. `MGAClapFrameSimilarityOutput.frame_similarity` (raw cosines) or a sigmoid of them.
+        frame_boundaries (`torch.Tensor` of shape `(frames + 1,)` or `(batch, frames + 1)`):
+            Frame `k` spans `[frame_boundaries[k], frame_boundaries[k + 1])` seconds.
+        labels (`list[str]`): one name per query, reported as `"label"`.
+        threshold (`float`, *optional*, defaults to 0.5): activity threshold on the filtered curve (inclusive).
+        median_filter_frames (`int`, *optional*, defaults to 3): odd median window in frames; 0 or 1 disables it.
+        min_gap_seconds (`float`, *optional*, defaults to 0.5): gaps up to this long (rounded up to frames) are
+            bridged; 0 bridges nothing.
+        min_duration_seconds (`float`, *optional*, defaults to 0): shorter events (after bridging) are dropped.
+        frame_mask (`torch.Tensor` of shape `(batch, frames)` or `(frames,)`, *optional*):
+            1 on frames holding real audio. Masked frames are never active, never bridged over and never filtered
+            with their neighbours.
+        score_reduction (`str`, *optional*, defaults to `"max"`): `"max"` or `"mean"` of the *filtered* curve over
+            the event's frames (bridged gap frames included), reported as `"score"`.
+
+    Returns:
+        `list[list[dict]]`: per clip, events `{"label", "onset", "offset", "score"}` (seconds, floats) sorted by
+        onset, then by query order.
+    """
+    if score_reduction not in ("max", "mean"):
+        raise ValueError(f"`score_reduction` must be 'max' or 'mean', got {score_reduction!r}.")
+    scores = torch.as_tensor(frame_similarity).detach().cpu().float()
+    if scores.dim() == 2:
+        scores = scores.unsqueeze(0)
+    if scores.dim() != 3:
+        raise ValueError(f"`frame_similarity` must be (batch, frames, queries), got {tuple(scores.shape)}.")
+    batch, num_frames, num_queries = scores.shape
+    if len(labels) != num_queries:
+        raise ValueError(f"Got {len(labels)} labels for {num_queries} queries.")
+    boundaries = torch.as_tensor(frame_boundaries).detach().cpu().double()
+    if boundaries.dim() == 1:
+        boundaries = boundaries.unsqueeze(0).expand(batch, -1)
+    if boundaries.shape != (batch, num_frames + 1):
+        raise ValueError(
+            f"`frame_boundaries` must be ({num_frames + 1},) or ({batch}, {num_frames + 1}), got "
+            f"{tuple(boundaries.shape)}."
+        )
+    if frame_mask is None:
+        mask = torch.ones(batch, num_frames, dtype=torch.bool)
+    else:
+        mask = torch.as_tensor(frame_mask).detach().cpu().bool()
+        if mask.dim() == 1:
+            mask = mask.unsqueeze(0)
+        if mask.shape != (batch, num_frames):
+            raise ValueError(f"`frame_mask` must be ({batch}, {num_frames}), got {tuple(mask.shape)}.")
+
+    results = []
+    for clip in range(batch):
+        edges = boundaries[clip]
+        hop = float((edges[1:] - edges[:-1]).max()) if num_frames else 0.0  # the frame hop (uniform grids)
+        # The official rule counts frames: ceil(0.5 / (10 / 32)) = 2. The epsilon keeps 2 * hop from becoming 3.
+        max_gap = math.ceil(min_gap_seconds / hop - 1e-6) if hop > 0 and min_gap_seconds > 0 else 0
+        events = []
+        for start, stop in _active_runs(mask[clip]):  # runs of valid frames
+            filtered = median_filter_time(scores[clip, start:stop], median_filter_frames)  # (L, N)
+            active = filtered >= threshold
+            for query in range(num_queries):
+                merged: list[list[int]] = []
+                for on, off in _active_runs(active[:, query]):
+                    if merged and on - merged[-1][1] <= max_gap:
+                        merged[-1][1] = off
+                    else:
+                        merged.append([on, off])
+                for on, off in merged:
+                    onset, offset = float(edges[start + on]), float(edges[start + off])
+                    if offset - onset < min_duration_seconds:
+                        continue
+                    inside = filtered[on:off, query]
+                    score = inside.max() if score_reduction == "max" else inside.mean()
+                    events.append(
+                        {"label": labels[query], "onset": onset, "offset": offset, "score": float(score)}
+                    )
+        order = {label: index for index, label in enumerate(labels)}
+        events.sort(key=lambda event: (event["onset"], order[event["label"]], event["offset"]))
+        results.append(events)
+    return results
+
+
+__all__ = ["MGAClapProcessor", "median_filter_time", "post_process_sound_event_detection"]

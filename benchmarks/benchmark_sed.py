@@ -1,0 +1,220 @@
+"""CPU benchmark of zero-shot sound event detection on long recordings.
+
+Issue requirement: "zero-shot SED throughput on CPU (seconds of audio per second) and peak memory for 1 min vs
+30 min of audio; memory ratio target <= 1.2".
+
+What is measured. For every recording length, a fresh subprocess (the parent never imports torch, so the child's
+`ru_maxrss` is its own) does, on CPU with `torch.set_num_threads(--threads)`:
+
+1. builds `MGAClapModel(MGAClapConfig())` (the paper's geometry: HTS-AT + bert-base + 4096-word codebook; random
+   weights, float32, eval) and the default `MGAClapFeatureExtractor` (float64 STFT, as shipped);
+2. synthesises the recording in place, chunk by chunk (32 kHz float32: low noise with 1 kHz tone bursts);
+3. resets the peak-RSS counter (`echo 5 > /proc/self/clear_refs`, Linux >= 4.0) and times
+   `compute_long_audio_frame_similarity` (10 s windows every `--hop` s, `--batch-size` windows per call, the queries
+   embedded once) + `post_process_sound_event_detection` for `--labels` queries: the whole of
+   `detect_sound_events` except tokenisation (the queries are fixed random word-piece ids, so no tokenizer is needed).
+
+Reported per length: wall time, throughput (seconds of audio per second), windows, events, the RSS before the run
+(model + recording loaded), the peak RSS during it (VmHWM; `ru_maxrss` alongside) and the growth over the RSS before
+the run (what detection adds on top of what the caller already holds). The ratio long / short of the peak is
+compared with the target 1.2. Note that the recording itself is an input held by the caller: 30 min at 32 kHz float32
+is 230 MB, which is part of both RSS figures; the growth figure excludes it.
+
+Run:  python benchmarks/benchmark_sed.py             (1 min vs 30 min, hop 5 s, batch 8)
+      python benchmarks/benchmark_sed.py --quick     (smoke test: 0.5 min vs 2 min)
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+SAMPLING_RATE = 32000
+TARGET_RATIO = 1.2
+
+
+def status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return abs(status_kib("VmHWM") - status_kib("VmRSS")) <= 1024
+
+
+def synthesise(minutes: float):
+    """`minutes` of 32 kHz float32 audio: noise at -46 dBFS and a 2 s, 1 kHz tone every 15 s. Built in 10 s chunks."""
+    import numpy as np
+
+    total = int(round(minutes * 60 * SAMPLING_RATE))
+    waveform = np.empty(total, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    chunk = 10 * SAMPLING_RATE
+    for start in range(0, total, chunk):
+        stop = min(start + chunk, total)
+        waveform[start:stop] = rng.standard_normal(stop - start, dtype=np.float32) * 0.005
+    t = np.arange(2 * SAMPLING_RATE, dtype=np.float32) / SAMPLING_RATE
+    tone = (0.3 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
+    for start in range(5 * SAMPLING_RATE, total - len(tone), 15 * SAMPLING_RATE):
+        waveform[start : start + len(tone)] += tone
+    return waveform
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    from transformers_mgaclap import MGAClapConfig, MGAClapFeatureExtractor, MGAClapModel
+    from transformers_mgaclap.processing_mgaclap import post_process_sound_event_detection
+    from transformers_mgaclap.sound_event_detection import compute_long_audio_frame_similarity
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = MGAClapModel(MGAClapConfig(spec_augment=False)).eval()
+    extractor = MGAClapFeatureExtractor()
+    generator = torch.Generator().manual_seed(0)
+    lengths = [3 + index % 5 for index in range(args.labels)]  # [CLS] words [SEP] [PAD]...
+    input_ids = torch.zeros(args.labels, max(lengths), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        input_ids[row, 0], input_ids[row, length - 1] = 101, 102
+        input_ids[row, 1 : length - 1] = torch.randint(1000, 20000, (length - 2,), generator=generator)
+    text_inputs = {"input_ids": input_ids, "attention_mask": (input_ids != 0).long()}
+    labels = [f"label {index}" for index in range(args.labels)]
+    waveform = synthesise(args.minutes)
+
+    rss_before = status_kib("VmRSS")
+    reset_ok = reset_peak_rss()
+    start = time.perf_counter()
+    stitched = compute_long_audio_frame_similarity(
+        model,
+        waveform,
+        text_inputs,
+        extractor,
+        sampling_rate=SAMPLING_RATE,
+        hop_seconds=args.hop,
+        batch_size=args.batch_size,
+        progress=False,
+    )
+    threshold = float(stitched.frame_similarity.quantile(0.9))
+    events = post_process_sound_event_detection(
+        stitched.frame_similarity,
+        stitched.frame_boundaries,
+        labels,
+        threshold=threshold,
+        frame_mask=stitched.frame_mask,
+    )[0]
+    wall = time.perf_counter() - start
+    peak = status_kib("VmHWM")
+    result = {
+        "minutes": args.minutes,
+        "audio_seconds": stitched.duration,
+        "wall_seconds": wall,
+        "audio_seconds_per_second": stitched.duration / wall,
+        "windows": stitched.num_windows,
+        "grid_frames": int(stitched.frame_similarity.shape[0]),
+        "events": len(events),
+        "waveform_mib": waveform.nbytes / 2**20,
+        "rss_before_mib": rss_before / 1024,
+        "peak_rss_mib": peak / 1024,
+        "peak_reset": reset_ok,
+        "growth_mib": (peak - rss_before) / 1024,
+        "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print("RESULT " + json.dumps(result))
+
+
+def run_length(minutes: float, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--minutes",
+        str(minutes),
+        "--threads",
+        str(args.threads),
+        "--hop",
+        str(args.hop),
+        "--batch-size",
+        str(args.batch_size),
+        "--labels",
+        str(args.labels),
+    ]
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"worker for {minutes} min failed:\n{result.stdout}\n{result.stderr}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="0.5 min vs 2 min (smoke test)")
+    parser.add_argument("--short-minutes", type=float, default=None, help="default 1 (0.5 with --quick)")
+    parser.add_argument("--long-minutes", type=float, default=None, help="default 30 (2 with --quick)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--hop", type=float, default=5.0, help="seconds between window starts")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per model call")
+    parser.add_argument("--labels", type=int, default=10, help="text queries")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--minutes", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.short_minutes is None:
+        args.short_minutes = 0.5 if args.quick else 1.0
+    if args.long_minutes is None:
+        args.long_minutes = 2.0 if args.quick else 30.0
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        worker(args)
+        return
+    print(
+        f"Zero-shot SED, MGAClapConfig() random weights, CPU, {args.threads} threads, windows of 10 s every "
+        f"{args.hop} s, {args.batch_size} windows per call, {args.labels} queries; {platform.platform()}, "
+        f"{os.cpu_count()} CPUs visible. One fresh process per length.",
+        flush=True,
+    )
+    results = {}
+    for minutes in (args.short_minutes, args.long_minutes):
+        result = run_length(minutes, args)
+        results[minutes] = result
+        print(
+            f"{minutes:g} min: {result['wall_seconds']:.1f} s wall, {result['audio_seconds_per_second']:.2f} s of audio/s, "
+            f"{result['windows']} windows, {result['events']} events; RSS before {result['rss_before_mib']:.0f} MiB "
+            f"(recording {result['waveform_mib']:.0f} MiB), peak {result['peak_rss_mib']:.0f} MiB "
+            f"(ru_maxrss {result['ru_maxrss_mib']:.0f} MiB), growth during the run {result['growth_mib']:.0f} MiB",
+            flush=True,
+        )
+    short, long = results[args.short_minutes], results[args.long_minutes]
+    ratio = long["peak_rss_mib"] / short["peak_rss_mib"]
+    growth_ratio = long["growth_mib"] / max(short["growth_mib"], 1e-9)
+    print(
+        f"Peak RSS ratio {args.long_minutes:g} min / {args.short_minutes:g} min: {ratio:.3f} "
+        f"(target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'NOT met'}); "
+        f"ratio of the growth over the loaded state: {growth_ratio:.3f}"
+    )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(
+                {"results": results, "peak_ratio": ratio, "growth_ratio": growth_ratio}, handle, indent=2
+            )
+
+
+if __name__ == "__main__":
+    main()
