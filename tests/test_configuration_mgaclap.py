@@ -47,7 +47,9 @@ def test_default_towers_are_the_papers():
     assert list(audio.depths) == [2, 2, 6, 2] and list(audio.num_attention_heads) == [4, 8, 16, 32]
     assert (audio.patch_embeds_hidden_size, audio.hidden_size) == (96, 768)
     assert audio.drop_path_rate == 0.1 and not audio.enable_fusion
-    assert audio.hidden_dropout_prob == 0.0 and audio.attention_probs_dropout_prob == 0.0  # official drop rates
+    assert (
+        audio.hidden_dropout_prob == 0.0 and audio.attention_probs_dropout_prob == 0.0
+    )  # official drop rates
     bert = BertConfig()  # bert-base-uncased geometry
     assert config.text_config.to_dict() == bert.to_dict()
     assert config.num_audio_frames == 32

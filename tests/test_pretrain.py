@@ -131,6 +131,16 @@ def test_sigterm_saves_a_checkpoint(tmp_path, tiny_text_model_dir):
     assert (checkpoints[0] / "model.safetensors").exists() and (checkpoints[0] / "optimizer.bin").exists()
 
 
+def run_group(command: list[str], env: dict, timeout: float = 300) -> None:
+    """Run a command in its own process group and kill the whole group (torchrun's workers too) on timeout."""
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        assert process.wait(timeout=timeout) == 0, f"{command} failed"
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+
+
 @pytest.mark.parametrize("variant", ["paper", "official"])
 def test_two_processes_equal_one(tmp_path, variant):
     """One step on a global batch of 8: torchrun with 2 CPU processes (gloo) vs one process, loss and gradients."""
@@ -138,11 +148,11 @@ def test_two_processes_equal_one(tmp_path, variant):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT / "tests"))
     single = tmp_path / "single.pt"
     double = tmp_path / "double.pt"
-    subprocess.run([sys.executable, str(helper), str(single), variant], check=True, env=env, timeout=300)
-    subprocess.run(
+    run_group([sys.executable, str(helper), str(single), variant], env)
+    run_group(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(helper), str(double), variant],
-        check=True, env=env, timeout=300,
+        env,
     )  # fmt: skip
     one, two = torch.load(single, weights_only=True), torch.load(double, weights_only=True)
     assert one["loss"].item() == pytest.approx(two["loss"].item(), abs=1e-5)

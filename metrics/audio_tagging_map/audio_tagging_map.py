@@ -58,7 +58,9 @@ def tagging_map(scores, targets, class_names=None) -> dict:
     scores = np.asarray(scores, dtype=np.float64)
     targets = np.asarray(targets)
     if scores.ndim != 2 or scores.shape != targets.shape:
-        raise ValueError(f"predictions {scores.shape} and references {targets.shape} must be equal-shaped matrices")
+        raise ValueError(
+            f"predictions {scores.shape} and references {targets.shape} must be equal-shaped matrices"
+        )
     if not np.isin(targets, (0, 1)).all():
         raise ValueError("references must be multi-hot (0 / 1)")
     targets = targets.astype(np.int64)
@@ -93,7 +95,9 @@ class AudioTaggingMap(evaluate.Metric):
                     "references": datasets.Sequence(datasets.Value("int64")),
                 }
             ),
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.average_precision_score.html"],
+            reference_urls=[
+                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.average_precision_score.html"
+            ],
         )
 
     def _compute(self, predictions, references, class_names=None):
