@@ -37,7 +37,11 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_scheduler
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapModel, MGAClapProcessor
-from transformers_mgaclap.data import AudioCaptionCollator, load_audio_caption_dataset
+from transformers_mgaclap.data import (
+    AudioCaptionCollator,
+    DurationBucketBatchSampler,
+    load_audio_caption_dataset,
+)
 from transformers_mgaclap.model_card import create_model_card
 from transformers_mgaclap.training import build_model, global_contrastive_loss, retrieval_recall
 
@@ -120,6 +124,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     data.add_argument(
         "--streaming", action="store_true", help="Stream the training data (needs --max_train_steps)."
+    )
+    data.add_argument(
+        "--group_by_duration",
+        action="store_true",
+        help="Batch clips of similar duration together (official buckets 5-30 s); needs --duration_column.",
+    )
+    data.add_argument(
+        "--duration_column", default=None, help="A column with each clip's duration in seconds."
     )
     data.add_argument("--max_eval_samples", type=int, default=None)
     data.add_argument(
@@ -208,6 +220,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.streaming and args.max_train_steps is None:
         parser.error("--streaming needs --max_train_steps (a stream has no length).")
+    if args.group_by_duration and (args.duration_column is None or args.streaming):
+        parser.error("--group_by_duration needs --duration_column and a non-streaming dataset.")
     if args.push_to_hub and args.hub_model_id is None:
         parser.error("--push_to_hub needs --hub_model_id.")
     if args.hub_token is not None and args.report_to in ("wandb", "all"):
@@ -264,6 +278,7 @@ def create_datasets(args, accelerator):
         streaming=args.streaming,
         probabilities=args.interleave_probabilities,
         seed=args.seed,
+        duration_column=args.duration_column if args.group_by_duration else None,
     )
     validation = None
     if args.validation_split.lower() != "none":
@@ -365,15 +380,25 @@ def main(argv=None) -> int:
     train_collator = AudioCaptionCollator(
         processor, train=True, normalize=normalize, strict=args.strict_data, seed=args.seed
     )
+    batching = {
+        "batch_size": args.per_device_train_batch_size,
+        "shuffle": not args.streaming,
+        "drop_last": True,  # a tiny last batch makes a degenerate contrastive problem
+    }
+    duration_sampler = None
+    if args.group_by_duration:
+        durations = train_dataset["duration"]
+        duration_sampler = DurationBucketBatchSampler(
+            durations, args.per_device_train_batch_size, seed=args.seed
+        )
+        batching = {"batch_sampler": duration_sampler}
     train_loader = DataLoader(
         train_dataset,
-        batch_size=args.per_device_train_batch_size,
-        shuffle=not args.streaming,
-        drop_last=True,  # a tiny last batch makes a degenerate contrastive problem
         collate_fn=train_collator,
         num_workers=args.dataloader_num_workers,
         # Workers' base seeds come from this generator, not the global RNG, so resuming does not shift dropout.
         generator=torch.Generator().manual_seed(args.seed),
+        **batching,
     )
     eval_loader = None
     if eval_dataset is not None:
@@ -471,6 +496,8 @@ def main(argv=None) -> int:
     logger.info(f"***** Running training: {args.max_train_steps} steps, {args.num_train_epochs} epochs *****")
     for epoch in range(start_epoch, args.num_train_epochs):
         train_collator.epoch = epoch
+        if duration_sampler is not None:
+            duration_sampler.set_epoch(epoch)
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         loader = train_loader

@@ -118,3 +118,18 @@ def test_retrieval_recall_on_a_hand_worked_case():
     assert metrics["t2a_R@1"] == pytest.approx(2 / 4) and metrics["t2a_R@2"] == pytest.approx(3 / 4)
     # a2t: each clip's best own caption scores highest among all captions (clip 2: [0, 0.1, 0, 0.5]).
     assert metrics["a2t_R@1"] == pytest.approx(1.0)
+
+
+def test_duration_buckets_group_similar_clips_and_reshuffle_per_epoch():
+    from transformers_mgaclap.data import DurationBucketBatchSampler
+
+    durations = [3.0] * 10 + [7.5] * 9 + [12.0] * 8 + [40.0] * 4
+    sampler = DurationBucketBatchSampler(durations, batch_size=4, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 2 + 2 + 2 + 1  # each bucket's remainder is dropped
+    for batch in batches:
+        assert len(batch) == 4 and len({durations[i] for i in batch}) == 1
+    assert len({i for batch in batches for i in batch}) == 28
+    assert list(sampler) == batches  # same epoch, same order
+    sampler.set_epoch(1)
+    assert list(sampler) != batches

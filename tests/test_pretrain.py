@@ -85,6 +85,26 @@ def test_smoke_run_produces_a_loadable_folder(tmp_path, tiny_text_model_dir):
     assert "trust_remote_code=True" in card.text
 
 
+def test_real_data_path_with_duration_buckets(tmp_path, tiny_text_model_dir):
+    """A save_to_disk folder with a duration column, trained with --group_by_duration."""
+    from datasets import concatenate_datasets
+
+    from transformers_mgaclap.soundscapes import build_soundscape_dataset
+
+    short = build_soundscape_dataset(8, seed=1, duration=4.0)
+    long = build_soundscape_dataset(8, seed=2)
+    data = concatenate_datasets(
+        [short.add_column("seconds", [4.0] * 8), long.add_column("seconds", [10.0] * 8)]
+    )
+    data.save_to_disk(tmp_path / "data")
+    out = tmp_path / "run"
+    args = tiny_args(out, tiny_text_model_dir, "--max_train_steps", "2", "--validation_split", "none")
+    args += ["--dataset_name", str(tmp_path / "data"), "--caption_column", "captions", "--group_by_duration",
+             "--duration_column", "seconds", "--per_device_train_batch_size", "4"]  # fmt: skip
+    assert run_in_process(args) == 0
+    assert [entry["step"] for entry in train_log(out)] == [1, 2]
+
+
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, tiny_text_model_dir):
     """Dropout, drop-path and SpecAugment are on: resuming must restore every random state."""
     full = tmp_path / "full"

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 AUDIO = "audio"
 CAPTIONS = "captions"
+DURATION = "duration"
 
 
 def normalize_caption(caption: str) -> str:
@@ -63,6 +64,7 @@ def load_audio_caption_dataset(
     streaming: bool = False,
     probabilities: Sequence[float] | None = None,
     seed: int = 0,
+    duration_column: str | None = None,
 ):
     """Load, standardise and combine audio-caption datasets.
 
@@ -70,7 +72,8 @@ def load_audio_caption_dataset(
     already in memory. The result has two
     columns: `audio` (undecoded: `{"bytes", "path"}`) and `captions` (a non-empty list of strings; a string column
     becomes a one-element list, Clotho-style lists are kept). Rows without any non-empty caption are dropped.
-    Several sources are concatenated, or interleaved with `probabilities`.
+    Several sources are concatenated, or interleaved with `probabilities`. With `duration_column`, that column is
+    kept as `duration` (seconds), for [`DurationBucketBatchSampler`].
 
     Raises:
         ValueError: a named column is missing (the message lists the columns that exist).
@@ -81,18 +84,21 @@ def load_audio_caption_dataset(
     for name in names:
         dataset = _load_one(name, config_name, split, streaming)
         columns = list(dataset.column_names or dataset.features or [])
-        for column in (audio_column, caption_column):
+        kept = [audio_column, caption_column] + ([duration_column] if duration_column else [])
+        for column in kept:
             if column not in columns:
                 raise ValueError(
                     f"Dataset {name!r} ({split}) has no column {column!r}; its columns are {columns}."
                 )
-        dataset = dataset.select_columns([audio_column, caption_column])
+        dataset = dataset.select_columns(kept)
         dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
         dataset = dataset.map(lambda row: {CAPTIONS: _as_caption_list(row[caption_column])})
         dataset = dataset.filter(lambda row: len(row[CAPTIONS]) > 0)
         if audio_column != AUDIO:
             dataset = dataset.rename_column(audio_column, AUDIO)
-        parts.append(dataset.select_columns([AUDIO, CAPTIONS]))
+        if duration_column and duration_column != DURATION:
+            dataset = dataset.rename_column(duration_column, DURATION)
+        parts.append(dataset.select_columns([AUDIO, CAPTIONS] + ([DURATION] if duration_column else [])))
     if len(parts) == 1:
         return parts[0]
     if probabilities is not None:
@@ -107,6 +113,46 @@ def _example_key(example: dict) -> int:
     audio = example[AUDIO]
     payload = (audio.get("path") or "").encode() + (audio.get("bytes") or b"")[:4096]
     return zlib.crc32(payload + "\x1f".join(example[CAPTIONS]).encode())
+
+
+class DurationBucketBatchSampler:
+    """Batches of clips of similar duration, as the official training (`bucket_boundaries=(5, 30, 6)`).
+
+    Clips fall into buckets by duration (edges 5, 10, ..., 30 s by default; shorter and longer clips get buckets of
+    their own); each bucket is shuffled and cut into batches, the remainder of each bucket is dropped (as the
+    official sampler), and the batches are shuffled. The order is a function of `(seed, epoch)`: call `set_epoch`.
+    With features of a fixed 10 s, this groups clips by how much of each input is real audio rather than padding.
+
+    Args:
+        durations (`Sequence[float]`): seconds per dataset row.
+        batch_size (`int`): clips per batch.
+        bucket_edges (`Sequence[float]`): bucket boundaries in seconds.
+        seed (`int`): base of the shuffling.
+    """
+
+    def __init__(
+        self, durations: Sequence[float], batch_size: int, bucket_edges=(5, 10, 15, 20, 25, 30), seed: int = 0
+    ):
+        self.buckets = np.digitize(np.asarray(durations, dtype=np.float64), np.asarray(bucket_edges))
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches = []
+        for bucket in np.unique(self.buckets):
+            members = rng.permutation(np.flatnonzero(self.buckets == bucket))
+            usable = len(members) - len(members) % self.batch_size
+            batches += [members[i : i + self.batch_size].tolist() for i in range(0, usable, self.batch_size)]
+        for index in rng.permutation(len(batches)):
+            yield batches[index]
+
+    def __len__(self) -> int:
+        return int((np.bincount(self.buckets) // self.batch_size).sum())
 
 
 class AudioCaptionCollator:
@@ -187,4 +233,9 @@ class AudioCaptionCollator:
         return batch
 
 
-__all__ = ["AudioCaptionCollator", "load_audio_caption_dataset", "normalize_caption"]
+__all__ = [
+    "AudioCaptionCollator",
+    "DurationBucketBatchSampler",
+    "load_audio_caption_dataset",
+    "normalize_caption",
+]
