@@ -255,7 +255,7 @@ def create_model_and_processor(args) -> tuple[MGAClapModel, MGAClapProcessor]:
     return model, MGAClapProcessor(MGAClapFeatureExtractor(), tokenizer)
 
 
-def create_datasets(args, accelerator):
+def create_datasets(args):
     if not args.dataset_name:
         from transformers_mgaclap.soundscapes import build_soundscape_splits
 
@@ -372,7 +372,7 @@ def main(argv=None) -> int:
     if args.sync_batch_norm and accelerator.num_processes > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     with accelerator.main_process_first():
-        train_dataset, eval_dataset = create_datasets(args, accelerator)
+        train_dataset, eval_dataset = create_datasets(args)
     if eval_dataset is not None and args.max_eval_samples is not None:
         eval_dataset = eval_dataset.select(range(min(args.max_eval_samples, len(eval_dataset))))
 

@@ -151,13 +151,17 @@ def test_sigterm_saves_a_checkpoint(tmp_path, tiny_text_model_dir):
     assert (checkpoints[0] / "model.safetensors").exists() and (checkpoints[0] / "optimizer.bin").exists()
 
 
-def run_group(command: list[str], env: dict, timeout: float = 300) -> None:
-    """Run a command in its own process group and kill the whole group (torchrun's workers too) on timeout."""
+def run_group(command: list[str], env: dict, timeout: float = 120) -> None:
+    """Run a command; on timeout kill it and every descendant (torchrun starts its workers in new sessions)."""
+    import psutil
+
     process = subprocess.Popen(command, env=env, start_new_session=True)
     try:
         assert process.wait(timeout=timeout) == 0, f"{command} failed"
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        process.kill()
         raise
 
 
