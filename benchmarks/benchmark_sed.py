@@ -8,19 +8,20 @@ What is measured. For every recording length, a fresh subprocess (the parent nev
 
 1. builds `MGAClapModel(MGAClapConfig())` (the paper's geometry: HTS-AT + bert-base + 4096-word codebook; random
    weights, float32, eval) and the default `MGAClapFeatureExtractor` (float64 STFT, as shipped);
-2. synthesises the recording in place, chunk by chunk (32 kHz float32: low noise with 1 kHz tone bursts);
+2. synthesises the recording into a float WAV file, 10 s at a time (32 kHz: low noise with 1 kHz tone bursts), and
+   with `--input array` (the old way) loads it whole into memory;
 3. resets the peak-RSS counter (`echo 5 > /proc/self/clear_refs`, Linux >= 4.0) and times
    `compute_long_audio_frame_similarity` (10 s windows every `--hop` s, `--batch-size` windows per call, the queries
    embedded once) + `post_process_sound_event_detection` for `--labels` queries: the whole of
    `detect_sound_events` except tokenisation (the queries are fixed random word-piece ids, so no tokenizer is needed).
 
 Reported per length: wall time, throughput (seconds of audio per second), windows, events, the RSS before the run
-(model + recording loaded), the peak RSS during it (VmHWM; `ru_maxrss` alongside) and the growth over the RSS before
-the run (what detection adds on top of what the caller already holds). The ratio long / short of the peak is
-compared with the target 1.2, also without the recording's own bytes. The recording is an input held by the caller:
-30 min at 32 kHz float32 is 220 MiB, part of both RSS figures (the growth figure excludes it). Detection itself holds
-one batch of windows at a time (no leak: the RSS after each batch stays flat over hundreds of windows); the peak
-varies by a few tens of MiB from run to run with the allocator's reuse of the forward pass's transient buffers.
+(model loaded, plus the recording with `--input array`), the peak RSS during it (VmHWM; `ru_maxrss` alongside) and
+the growth over the RSS before the run. The ratio long / short of the peak is compared with the target 1.2. With the
+default `--input file` detection reads the file window by window, so nothing of size O(length) but the similarity
+curves (30 min x 10 queries: 0.2 MiB) is ever in memory; with `--input array` the recording itself is (30 min at
+32 kHz float32 = 220 MiB), which the "without the input" ratio removes. The peak varies by a few tens of MiB from
+run to run with the allocator's reuse of the forward pass's transient buffers.
 
 Run:  python benchmarks/benchmark_sed.py             (1 min vs 30 min, hop 5 s, batch 8)
       python benchmarks/benchmark_sed.py --quick     (smoke test: 0.5 min vs 2 min)
@@ -33,6 +34,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 SAMPLING_RATE = 32000
@@ -57,22 +59,25 @@ def reset_peak_rss() -> bool:
     return abs(status_kib("VmHWM") - status_kib("VmRSS")) <= 1024
 
 
-def synthesise(minutes: float):
-    """`minutes` of 32 kHz float32 audio: noise at -46 dBFS and a 2 s, 1 kHz tone every 15 s. Built in 10 s chunks."""
+def synthesise(minutes: float, path: str) -> int:
+    """Write `minutes` of 32 kHz audio to a float WAV at `path`, 10 s at a time: noise at -46 dBFS and a 2 s, 1 kHz
+    tone every 15 s. Returns the number of samples."""
     import numpy as np
+    import soundfile
 
     total = int(round(minutes * 60 * SAMPLING_RATE))
-    waveform = np.empty(total, dtype=np.float32)
     rng = np.random.default_rng(0)
     chunk = 10 * SAMPLING_RATE
-    for start in range(0, total, chunk):
-        stop = min(start + chunk, total)
-        waveform[start:stop] = rng.standard_normal(stop - start, dtype=np.float32) * 0.005
-    t = np.arange(2 * SAMPLING_RATE, dtype=np.float32) / SAMPLING_RATE
-    tone = (0.3 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
-    for start in range(5 * SAMPLING_RATE, total - len(tone), 15 * SAMPLING_RATE):
-        waveform[start : start + len(tone)] += tone
-    return waveform
+    period, tone_start, tone_length = 15 * SAMPLING_RATE, 5 * SAMPLING_RATE, 2 * SAMPLING_RATE
+    with soundfile.SoundFile(path, "w", SAMPLING_RATE, 1, subtype="FLOAT") as out:
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            block = rng.standard_normal(stop - start, dtype=np.float32) * 0.005
+            index = np.arange(start, stop)
+            in_tone = ((index % period) >= tone_start) & ((index % period) < tone_start + tone_length)
+            block[in_tone] += 0.3 * np.sin(2 * np.pi * 1000.0 * index[in_tone] / SAMPLING_RATE)
+            out.write(block)
+    return total
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -94,7 +99,15 @@ def worker(args: argparse.Namespace) -> None:
         input_ids[row, 1 : length - 1] = torch.randint(1000, 20000, (length - 2,), generator=generator)
     text_inputs = {"input_ids": input_ids, "attention_mask": (input_ids != 0).long()}
     labels = [f"label {index}" for index in range(args.labels)]
-    waveform = synthesise(args.minutes)
+    path = os.path.join(tempfile.mkdtemp(), "recording.wav")
+    num_samples = synthesise(args.minutes, path)
+    if args.input == "array":
+        import soundfile
+
+        waveform, _ = soundfile.read(path, dtype="float32")
+        recording_mib = waveform.nbytes / 2**20
+    else:
+        waveform, recording_mib = path, 0.0  # read window by window
 
     rss_before = status_kib("VmRSS")
     reset_ok = reset_peak_rss()
@@ -127,13 +140,16 @@ def worker(args: argparse.Namespace) -> None:
         "windows": stitched.num_windows,
         "grid_frames": int(stitched.frame_similarity.shape[0]),
         "events": len(events),
-        "waveform_mib": waveform.nbytes / 2**20,
+        "input": args.input,
+        "audio_samples": num_samples,
+        "waveform_mib": recording_mib,
         "rss_before_mib": rss_before / 1024,
         "peak_rss_mib": peak / 1024,
         "peak_reset": reset_ok,
         "growth_mib": (peak - rss_before) / 1024,
         "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    os.remove(path)
     print("RESULT " + json.dumps(result))
 
 
@@ -152,6 +168,8 @@ def run_length(minutes: float, args: argparse.Namespace) -> dict:
         str(args.batch_size),
         "--labels",
         str(args.labels),
+        "--input",
+        args.input,
     ]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
@@ -170,6 +188,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hop", type=float, default=5.0, help="seconds between window starts")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per model call")
     parser.add_argument("--labels", type=int, default=10, help="text queries")
+    parser.add_argument(
+        "--input",
+        choices=["file", "array"],
+        default="file",
+        help="give detection the WAV path (read window by window) or the whole recording as an array",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--minutes", type=float, default=None, help=argparse.SUPPRESS)
@@ -193,6 +217,7 @@ def main() -> None:
         flush=True,
     )
     results = {}
+    print(f"Input: {args.input}", flush=True)
     for minutes in (args.short_minutes, args.long_minutes):
         result = run_length(minutes, args)
         results[minutes] = result

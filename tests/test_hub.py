@@ -3,7 +3,8 @@
 A fake Hub (stack notes §9.2) listens on 127.0.0.1 in a background thread. The pushes run in a subprocess, because
 huggingface_hub reads `HF_ENDPOINT` at import; the stored repositories are then loaded in a fresh process where
 `transformers_mgaclap` cannot be imported, with `HF_HUB_OFFLINE=1`, and must reproduce the in-process outputs
-exactly. The handler is exercised in-process on every input form and task, and on malformed requests.
+exactly. The `zero-shot-audio-event-detection` pipeline is loaded from a pushed repository by its id, through the fake
+Hub. The handler is exercised in-process on every input form and task, and on malformed requests.
 """
 
 import base64
@@ -28,11 +29,13 @@ import soundfile as sf
 import torch
 from conftest import tiny_model
 from huggingface_hub import ModelCard
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, pipeline
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor
 from transformers_mgaclap import handler as handler_module
 from transformers_mgaclap.handler import EndpointHandler, threshold_events
+from transformers_mgaclap.pipeline_mgaclap import TASK
+from transformers_mgaclap.sound_event_detection import compute_long_audio_frame_similarity, tokenize_queries
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "model_cards" / "pretrained_model_template.md"
@@ -41,6 +44,7 @@ RATE = 32000
 CAPTIONS = ["a dog barks", "rain falls on a roof", "a car engine idles"]
 LABELS = ["dog barking", "rain", "car engine"]
 PUSHED_REPO = "tester/mgaclap-tiny"  # push_model_to_hub
+PIPELINE_REPO = "tester/mgaclap-tiny-sed"  # push_model_to_hub, then pipeline(TASK, model=PIPELINE_REPO)
 TRANSFORMERS_REPO = "tester/mgaclap-tiny-transformers"  # model.push_to_hub + processor.push_to_hub
 MODULES = [
     "configuration_mgaclap.py",
@@ -48,6 +52,13 @@ MODULES = [
     "feature_extraction_mgaclap.py",
     "processing_mgaclap.py",
 ]
+# What the custom pipeline adds to a repository pushed by push_model_to_hub.
+PIPELINE_MODULES = ["pipeline_mgaclap.py", "sound_event_detection.py"]
+PIPELINE_ENTRY = {
+    "impl": "pipeline_mgaclap.MGAClapZeroShotAudioEventDetectionPipeline",
+    "pt": ["AutoModel"],
+    "type": "multimodal",
+}
 
 
 def waveform(seconds: float, rate: int = RATE, frequency: float = 440.0, seed: int = 0) -> np.ndarray:
@@ -202,6 +213,24 @@ class FakeHub:
                     "pullRequestUrl": None,
                 },
             )
+        match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", path)
+        if method == "GET" and match:
+            # Listing a folder (tokenizers look for `additional_chat_templates/`): what the Hub answers, entries or
+            # EntryNotFound for a missing folder.
+            folder = self.store / match.group(1) / (match.group(3) or "")
+            if not folder.is_dir():
+                headers = {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"}
+                return self._send(request, 404, b"Entry not found", headers)
+            entries = [
+                {
+                    "type": "directory" if entry.is_dir() else "file",
+                    "path": str(entry.relative_to(self.store / match.group(1))),
+                    "oid": hashlib.sha1(entry.name.encode()).hexdigest(),
+                    "size": entry.stat().st_size if entry.is_file() else 0,
+                }
+                for entry in sorted(folder.iterdir())
+            ]
+            return self._json(request, entries)
         match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if method in ("GET", "HEAD") and match:
             target = self.store / match.group(1) / match.group(3)
@@ -368,6 +397,7 @@ def test_push_to_fake_hub_and_reload_through_remote_code(published, fake_hub, tm
         "README.md",
         "handler.py",
         *MODULES,
+        *PIPELINE_MODULES,
     }
     assert expected <= files, sorted(files)
     assert {"tokenizer.json", "tokenizer_config.json"} <= files, sorted(files)
@@ -376,6 +406,7 @@ def test_push_to_fake_hub_and_reload_through_remote_code(published, fake_hub, tm
         "AutoConfig": "configuration_mgaclap.MGAClapConfig",
         "AutoModel": "modeling_mgaclap.MGAClapModel",
     }
+    assert config["custom_pipelines"] == {TASK: PIPELINE_ENTRY}
     processor_config = json.loads((pushed / "processor_config.json").read_text())
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_mgaclap.MGAClapProcessor"
     assert (pushed / "handler.py").read_bytes() == Path(handler_module.__file__).read_bytes()
@@ -441,6 +472,113 @@ def test_push_to_fake_hub_and_reload_through_remote_code(published, fake_hub, tm
     np.testing.assert_allclose(
         [e["score"] for e in info["handler"]], [e["score"] for e in expected_scores], atol=1e-7
     )
+
+
+PUSH_ONLY_SCRIPT = """
+import sys
+
+from transformers_mgaclap import MGAClapModel, MGAClapProcessor
+from transformers_mgaclap.hub import push_model_to_hub
+
+folder, repo_id = sys.argv[1:3]
+model = MGAClapModel.from_pretrained(folder).eval()
+processor = MGAClapProcessor.from_pretrained(folder)
+print(push_model_to_hub(model, processor, repo_id).oid)
+"""
+
+# Loads the pipeline by repository id through the fake Hub (HF_ENDPOINT), where the package cannot be imported.
+HUB_PIPELINE_SCRIPT = """
+import sys
+
+sys.modules["transformers_mgaclap"] = None
+import json
+import os
+
+import numpy as np
+import torch
+from transformers import pipeline
+
+out, threads, repo_id, kwargs = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+torch.set_num_threads(threads)
+audio = np.load(os.path.join(out, "audio.npy"))
+detector = pipeline("zero-shot-audio-event-detection", model=repo_id, trust_remote_code=True)
+info = {
+    "pipeline": type(detector).__module__,
+    "model": type(detector.model).__module__,
+    "events": detector(audio, **kwargs),
+    "loaded": sorted(k for k, v in sys.modules.items() if k.startswith("transformers_mgaclap") and v is not None),
+}
+with open(os.path.join(out, "pipeline_info.json"), "w") as handle:
+    json.dump(info, handle)
+"""
+
+
+def test_pushed_repo_serves_the_event_detection_pipeline(published, fake_hub, tmp_path):
+    home = tmp_path / "hf_home"
+    push_env = clean_env(
+        HF_ENDPOINT=fake_hub.url, HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_fake_token", HF_HOME=str(home)
+    )
+    assert run_script(PUSH_ONLY_SCRIPT, push_env, tmp_path, str(published["folder"]), PIPELINE_REPO).strip()
+    pushed = fake_hub.store / PIPELINE_REPO
+    config = json.loads((pushed / "config.json").read_text())
+    assert config["custom_pipelines"] == {TASK: PIPELINE_ENTRY}
+    for module in PIPELINE_MODULES:
+        assert (pushed / module).is_file(), module
+
+    # The in-process reference: the same weights through the installed package's pipeline.
+    model, processor = published["model"], published["processor"]
+    detector = pipeline(
+        TASK, model=model, feature_extractor=processor.feature_extractor, tokenizer=processor.tokenizer
+    )
+    audio = waveform(12.5, frequency=700.0, seed=3)  # two windows: the long-audio stitching runs too
+    np.save(tmp_path / "audio.npy", audio)
+    stitched = compute_long_audio_frame_similarity(
+        model,
+        audio,
+        tokenize_queries(processor.tokenizer, LABELS),
+        processor.feature_extractor,
+        progress=False,
+    )
+    # The median frame score: some frames are active and some are not, so events have real edges.
+    kwargs = {"candidate_labels": LABELS, "threshold": float(stitched.frame_similarity.median())}
+    expected = detector(audio, **kwargs)
+    assert expected
+
+    # No offline flag: the repository is fetched by id from the fake Hub, into an empty cache.
+    load_env = clean_env(
+        HF_ENDPOINT=fake_hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "fresh_home")
+    )
+    args = [str(tmp_path), str(torch.get_num_threads()), PIPELINE_REPO, json.dumps(kwargs)]
+    run_script(HUB_PIPELINE_SCRIPT, load_env, tmp_path, *args)
+    info = json.loads((tmp_path / "pipeline_info.json").read_text())
+    assert info["loaded"] == []
+    assert info["pipeline"].startswith("transformers_modules.") and info["pipeline"].endswith(
+        ".pipeline_mgaclap"
+    )
+    assert info["model"].startswith("transformers_modules.")
+    assert ("GET", f"/{PIPELINE_REPO}/resolve/main/pipeline_mgaclap.py") in fake_hub.requests
+    assert [(e["label"], e["onset"], e["offset"]) for e in info["events"]] == [
+        (e["label"], e["onset"], e["offset"]) for e in expected
+    ]
+    assert [e["score"] for e in info["events"]] == pytest.approx([e["score"] for e in expected], abs=1e-6)
+
+
+def test_save_for_hub_pipeline_entry_is_optional_and_leaves_the_model_alone(published, tmp_path):
+    from transformers_mgaclap.hub import custom_pipelines_entry, save_for_hub
+
+    model, processor = published["model"], published["processor"]
+    assert custom_pipelines_entry() == {TASK: PIPELINE_ENTRY}
+    with_pipeline = save_for_hub(model, processor, tmp_path / "with", repo_id="me/x")
+    assert set(PIPELINE_MODULES) <= set(with_pipeline)
+    assert json.loads((tmp_path / "with" / "config.json").read_text())["custom_pipelines"] == {
+        TASK: PIPELINE_ENTRY
+    }
+    # The entry is written for the save only: the caller's config is unchanged afterwards.
+    assert getattr(model.config, "custom_pipelines", None) is None
+
+    without = save_for_hub(model, processor, tmp_path / "without", repo_id="me/x", pipeline=False)
+    assert not set(PIPELINE_MODULES) & set(without)
+    assert "custom_pipelines" not in json.loads((tmp_path / "without" / "config.json").read_text())
 
 
 def test_fake_hub_stops_by_itself(tmp_path):

@@ -436,3 +436,29 @@ def test_pipeline_from_saved_folder_in_fresh_process(saved_pipeline, tmp_path):
     assert info["array"] == expected  # same weights, inputs, kernels and threads: identical events
     if audio_file is not None:
         assert info["path"] == detector(str(audio_file), **kwargs)
+
+
+def test_file_input_is_read_window_by_window_and_matches_the_array(tokenizer, tmp_path):
+    import soundfile
+
+    duration = 47.3
+    bursts = [(8.2, 13.1), (30.0, 31.5)]
+    waveform = bursts_recording(duration, bursts)
+    path = tmp_path / "recording.flac"
+    soundfile.write(path, np.stack([waveform, waveform], axis=1), SAMPLING_RATE, subtype="PCM_24")  # stereo
+    kwargs = dict(
+        feature_extractor=MGAClapFeatureExtractor(precision="float32"),
+        tokenizer=tokenizer,
+        threshold=0.5,
+        batch_size=4,
+        progress=False,
+    )
+    from_array = detect_sound_events(EnergyModel(), waveform, ["loud"], **kwargs)
+    from_file = detect_sound_events(EnergyModel(), str(path), ["loud"], **kwargs)
+    assert [(e["onset"], e["offset"]) for e in from_file] == [(e["onset"], e["offset"]) for e in from_array]
+    assert len(from_file) == len(bursts)
+    with pytest.raises(ValueError, match="16000"):
+        detect_sound_events(EnergyModel(), path, ["loud"], sampling_rate=16000, **kwargs)
+    with pytest.raises(ValueError, match="Cannot read"):
+        (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00")
+        detect_sound_events(EnergyModel(), tmp_path / "broken.wav", ["loud"], **kwargs)

@@ -1,5 +1,10 @@
-"""Publish an MGA-CLAP model on the Hugging Face Hub: weights, processor, remote code, model card and an
-Inference Endpoints handler in one commit.
+"""Publish an MGA-CLAP model on the Hugging Face Hub: weights, processor, remote code, model card, an Inference
+Endpoints handler and the `zero-shot-audio-event-detection` custom pipeline in one commit.
+
+The pushed `config.json` carries `custom_pipelines` (as `Pipeline.save_pretrained` writes it) and
+`pipeline_mgaclap.py` with its flat sibling modules sits next to the weights, so that
+`pipeline("zero-shot-audio-event-detection", model=repo_id, trust_remote_code=True)` works where the package is not
+installed.
 
 ```python
 >>> from transformers_mgaclap.hub import push_model_to_hub
@@ -10,10 +15,15 @@ Inference Endpoints handler in one commit.
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData
+from transformers import AutoModel
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .model_card import TAGS
+from .pipeline_mgaclap import TASK, MGAClapZeroShotAudioEventDetectionPipeline
 
 HANDLER_PATH = Path(__file__).with_name("handler.py")
 
@@ -53,6 +63,46 @@ def default_model_card(repo_id: str) -> ModelCard:
     )
 
 
+def custom_pipelines_entry() -> dict[str, dict[str, Any]]:
+    """The `custom_pipelines` value of `config.json` for the `zero-shot-audio-event-detection` task.
+
+    Built from the task's registration (done when `transformers_mgaclap` is imported) exactly as
+    `Pipeline.save_pretrained` serialises it, so a repository pushed here and a folder saved by a pipeline agree.
+
+    Returns:
+        `dict`: `{"zero-shot-audio-event-detection": {"impl": "pipeline_mgaclap.MGAClap...Pipeline",
+        "pt": ["AutoModel"], "type": "multimodal"}}`.
+    """
+    pipeline_class = MGAClapZeroShotAudioEventDetectionPipeline
+    # The registry holds classes; the config holds "<flat module>.<class>" names, the way the remote-code loader
+    # resolves them inside the repository.
+    # Importing the package registers the task; the fallback is that registration (see `__init__.py`).
+    registered = dict(PIPELINE_REGISTRY.to_dict().get(TASK) or {"pt": (AutoModel,), "type": "multimodal"})
+    registered["impl"] = f"{pipeline_class.__module__.rsplit('.', 1)[-1]}.{pipeline_class.__name__}"
+    registered["pt"] = [model_class.__name__ for model_class in registered.get("pt", ())]
+    return {TASK: registered}
+
+
+def _save_model_with_pipeline(model, folder: Path) -> None:
+    """`model.save_pretrained(folder)` with `custom_pipelines` in its config, then the pipeline's code.
+
+    The entry is set on the config only for the save: the caller's model is left as it was.
+    """
+    config = model.config
+    missing = object()
+    previous = getattr(config, "custom_pipelines", missing)
+    config.custom_pipelines = {**(previous if isinstance(previous, dict) else {}), **custom_pipelines_entry()}
+    try:
+        model.save_pretrained(folder)
+    finally:
+        if previous is missing:
+            del config.custom_pipelines
+        else:
+            config.custom_pipelines = previous
+    # Copies pipeline_mgaclap.py and the flat modules it imports (sound_event_detection.py, ...).
+    custom_object_save(MGAClapZeroShotAudioEventDetectionPipeline, folder)
+
+
 def save_for_hub(
     model,
     processor,
@@ -61,6 +111,7 @@ def save_for_hub(
     repo_id: str,
     card: ModelCard | None = None,
     handler: bool = True,
+    pipeline: bool = True,
 ) -> list[str]:
     """Write everything a model repository holds into `save_directory`.
 
@@ -73,13 +124,19 @@ def save_for_hub(
         card ([`~huggingface_hub.ModelCard`], *optional*): written as `README.md`; missing `library_name` /
             `pipeline_tag` are filled in. Defaults to [`default_model_card`].
         handler (`bool`, *optional*, defaults to `True`): also copy the Inference Endpoints `handler.py`.
+        pipeline (`bool`, *optional*, defaults to `True`): write the `custom_pipelines` entry of
+            `zero-shot-audio-event-detection` into `config.json` (see [`custom_pipelines_entry`]) and copy
+            `pipeline_mgaclap.py` with the modules it imports.
 
     Returns:
         `list[str]`: the files written, relative to `save_directory`, sorted.
     """
     folder = Path(save_directory)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    if pipeline:
+        _save_model_with_pipeline(model, folder)
+    else:
+        model.save_pretrained(folder)
     processor.save_pretrained(folder)
     card = card if card is not None else default_model_card(repo_id)
     if getattr(card.data, "library_name", None) is None:
@@ -99,6 +156,7 @@ def push_model_to_hub(
     *,
     card: ModelCard | None = None,
     handler: bool = True,
+    pipeline: bool = True,
     token: str | None = None,
     private: bool | None = None,
     commit_message: str = "Upload MGA-CLAP model, processor, model card and endpoint handler",
@@ -117,6 +175,8 @@ def push_model_to_hub(
         card ([`~huggingface_hub.ModelCard`], *optional*): the card, e.g. from
             [`~transformers_mgaclap.model_card.create_model_card`]; a short default card otherwise.
         handler (`bool`, *optional*, defaults to `True`): include `handler.py` for Inference Endpoints.
+        pipeline (`bool`, *optional*, defaults to `True`): make `pipeline("zero-shot-audio-event-detection",
+            model=repo_id, trust_remote_code=True)` work from the repository (see [`save_for_hub`]).
         token (`str`, *optional*): a write token.
         private (`bool`, *optional*): visibility of a newly created repository.
         commit_message (`str`, *optional*): the commit title.
@@ -128,7 +188,7 @@ def push_model_to_hub(
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     with tempfile.TemporaryDirectory() as tmp:
-        save_for_hub(model, processor, tmp, repo_id=repo_id, card=card, handler=handler)
+        save_for_hub(model, processor, tmp, repo_id=repo_id, card=card, handler=handler, pipeline=pipeline)
         return api.upload_folder(
             repo_id=repo_id,
             folder_path=tmp,
@@ -138,4 +198,4 @@ def push_model_to_hub(
         )
 
 
-__all__ = ["default_model_card", "push_model_to_hub", "save_for_hub"]
+__all__ = ["custom_pipelines_entry", "default_model_card", "push_model_to_hub", "save_for_hub"]

@@ -9,12 +9,16 @@ window frame covers. The averaged curves then go through [`post_process_sound_ev
 The last window is zero-padded past the end of the recording and its padded frames are masked: they never
 contribute to the curves, so no event can start in padding. The text queries are embedded once.
 
+A recording given as a file path is read window by window (soundfile: WAV, FLAC, OGG, ...), so an hour of audio never
+sits in memory; peak memory is then independent of the recording's length. An array is sliced without a copy.
+
 This module is copied next to the weights as remote code: it imports only torch, numpy, transformers and flat
 sibling modules.
 """
 
 import copy
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -87,6 +91,58 @@ def _as_mono_1d(waveform) -> torch.Tensor:
     return waveform
 
 
+class _ArraySource:
+    """Windows sliced out of an in-memory recording."""
+
+    def __init__(self, waveform, sampling_rate: int):
+        self.waveform = _as_mono_1d(waveform)
+        self.num_samples = self.waveform.shape[0]
+        self.sampling_rate = sampling_rate
+
+    def read(self, start: int, length: int) -> torch.Tensor:
+        return self.waveform[start : start + length].float()
+
+    def close(self) -> None:
+        pass
+
+
+class _FileSource:
+    """Windows read from an audio file on demand (mono mix), so the recording is never loaded whole."""
+
+    def __init__(self, path, sampling_rate: int | None):
+        import soundfile  # the `audio` extra; only needed for file input
+
+        try:
+            self.file = soundfile.SoundFile(path)
+        except (RuntimeError, soundfile.LibsndfileError) as error:
+            raise ValueError(f"Cannot read audio file {str(path)!r}: {error}") from error
+        if sampling_rate is not None and int(sampling_rate) != self.file.samplerate:
+            self.file.close()
+            raise ValueError(
+                f"`sampling_rate={sampling_rate}` but {str(path)!r} is sampled at {self.file.samplerate} Hz; "
+                "leave `sampling_rate` unset for files."
+            )
+        self.num_samples = self.file.frames
+        self.sampling_rate = self.file.samplerate
+        if self.num_samples == 0:
+            self.file.close()
+            raise ValueError(f"The recording {str(path)!r} is empty.")
+
+    def read(self, start: int, length: int) -> torch.Tensor:
+        self.file.seek(start)
+        block = self.file.read(length, dtype="float32", always_2d=True)  # (samples, channels)
+        return torch.from_numpy(block.mean(axis=1))  # the extractor rejects non-finite samples
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _open_source(waveform, sampling_rate: int | None, default_rate: int):
+    if isinstance(waveform, (str, os.PathLike)):
+        return _FileSource(waveform, sampling_rate)
+    return _ArraySource(waveform, default_rate if sampling_rate is None else int(sampling_rate))
+
+
 @torch.no_grad()
 def compute_long_audio_frame_similarity(
     model,
@@ -98,29 +154,62 @@ def compute_long_audio_frame_similarity(
     hop_seconds: float = 5.0,
     batch_size: int = 8,
     progress: bool = True,
+    text_embeds: torch.Tensor | None = None,
 ) -> LongAudioFrameSimilarity:
     """Frame-text cosines of a recording of any length, stitched on an absolute time axis.
 
     Args:
         model: an [`MGAClapModel`] (anything with its `get_audio_features` / `get_text_features`).
-        waveform (`np.ndarray` or `torch.Tensor` of shape `(samples,)`): mono float audio at `sampling_rate`.
-        text_inputs (`Mapping`): tokenised queries (`input_ids`, `attention_mask`, `token_type_ids`).
+        waveform (`np.ndarray` or `torch.Tensor` of shape `(samples,)`, or a path): mono float audio at
+            `sampling_rate`, or an audio file read window by window (bounded memory for any length).
+        text_inputs (`Mapping`): tokenised queries (`input_ids`, `attention_mask`, `token_type_ids`); `None` when
+            `text_embeds` is given.
         feature_extractor ([`MGAClapFeatureExtractor`]): the model's front end.
-        sampling_rate (`int`, *optional*): rate of `waveform`; defaults to the extractor's. Other rates are
-            resampled window by window by the extractor (`resample=True`).
+        sampling_rate (`int`, *optional*): rate of `waveform`; defaults to the extractor's (a file's own rate for a
+            path). Other rates are resampled window by window by the extractor (`resample=True`).
         window_seconds (`float`, *optional*): window length; defaults to the extractor's `max_length_s` (10 s).
         hop_seconds (`float`, *optional*, defaults to 5.0): distance between window starts (<= `window_seconds`).
         batch_size (`int`, *optional*, defaults to 8): windows per model call; bounds the memory.
         progress (`bool`, *optional*, defaults to `True`): show a tqdm progress bar over the batches.
+        text_embeds (`torch.Tensor` of shape `(queries, D)`, *optional*): normalised global text embeddings computed
+            by the caller (e.g. once for a whole data set) instead of `text_inputs`.
 
     Returns:
         [`LongAudioFrameSimilarity`].
     """
-    waveform = _as_mono_1d(waveform)
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
     target_rate = feature_extractor.sampling_rate
-    sampling_rate = target_rate if sampling_rate is None else int(sampling_rate)
+    source = _open_source(waveform, sampling_rate, target_rate)
+    try:
+        return _stitch_windows(
+            model,
+            source,
+            text_inputs,
+            text_embeds,
+            feature_extractor,
+            window_seconds,
+            hop_seconds,
+            batch_size,
+            progress,
+        )
+    finally:
+        source.close()
+
+
+def _stitch_windows(
+    model,
+    source,
+    text_inputs,
+    text_embeds,
+    feature_extractor,
+    window_seconds,
+    hop_seconds,
+    batch_size,
+    progress,
+) -> LongAudioFrameSimilarity:
+    target_rate = feature_extractor.sampling_rate
+    sampling_rate = source.sampling_rate
     if window_seconds is None:
         window_seconds = float(feature_extractor.max_length_s)
     if window_seconds != feature_extractor.max_length_s:
@@ -129,7 +218,7 @@ def compute_long_audio_frame_similarity(
         feature_extractor.max_length_s = float(window_seconds)
     window_samples = int(round(window_seconds * sampling_rate))
     hop_samples = int(round(hop_seconds * sampling_rate))
-    num_samples = waveform.shape[0]
+    num_samples = source.num_samples
     duration = num_samples / sampling_rate
     starts = window_starts(num_samples, window_samples, hop_samples)
 
@@ -137,8 +226,11 @@ def compute_long_audio_frame_similarity(
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None else torch.float32
 
-    text_inputs = {key: value.to(device) for key, value in text_inputs.items() if value is not None}
-    text_embeds = model.get_text_features(**text_inputs).pooler_output  # (N, D), normalised, computed once
+    if text_embeds is None:
+        text_inputs = {key: value.to(device) for key, value in text_inputs.items() if value is not None}
+        text_embeds = model.get_text_features(
+            **text_inputs
+        ).pooler_output  # (N, D), normalised, computed once
     num_queries = text_embeds.shape[0]
 
     # Absolute grid of frames as long as the model's frames (10 / 32 s for 10 s windows); set on the first batch.
@@ -151,7 +243,7 @@ def compute_long_audio_frame_similarity(
     if progress and tqdm is not None:
         iterator = tqdm(batches, desc="MGA-CLAP windows", unit="batch")
     for batch_starts in iterator:
-        windows = [waveform[start : start + window_samples].float() for start in batch_starts]
+        windows = [source.read(start, window_samples) for start in batch_starts]
         features = feature_extractor(
             windows,
             sampling_rate=sampling_rate,
@@ -242,7 +334,8 @@ def detect_sound_events(
 
     Args:
         model: an [`MGAClapModel`].
-        waveform (`np.ndarray` or `torch.Tensor` of shape `(samples,)`): mono float audio.
+        waveform (`np.ndarray` or `torch.Tensor` of shape `(samples,)`, or a path): mono float audio, or an audio
+            file read window by window.
         labels (`list[str]`): class names or free-text phrases; each becomes `hypothesis_template.format(label)`
             (default `"{}"`: the bare label, as the official SED script).
         processor ([`MGAClapProcessor`], *optional*): gives the feature extractor and the tokenizer, unless they

@@ -1,0 +1,336 @@
+"""MGA-CLAP zero-shot sound event detection demo (a Gradio app, ready to run as a Hugging Face Space).
+
+Upload or record audio, type class names or a free-text phrase, and see
+
+- the clip-level zero-shot scores (softmax over the queries of the audio-text similarities);
+- the frame-level similarity curve of every query over time (10/32 s frames, recordings of any length are cut into
+  overlapping 10 s windows), with the detected events shaded;
+- the detected events as a table (label, onset, offset, score).
+
+The model comes from `--model`, else the `MGACLAP_MODEL` environment variable, else `DEFAULT_MODEL`: a Hub repository
+id or a local folder written by `transformers_mgaclap.hub.save_for_hub` / `push_model_to_hub` (those carry the remote
+code and the `zero-shot-audio-event-detection` pipeline, so `transformers_mgaclap` need not be installed). A local
+folder is loaded without any network access.
+
+```bash
+MGACLAP_MODEL=path/or/hub-id python examples/space/app.py  # then open http://127.0.0.1:7860
+```
+"""
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from transformers import Pipeline, pipeline
+
+# The folder `python -m transformers_mgaclap.convert_original_checkpoint --output_dir mgaclap-htsat` writes (see the
+# official model card). Point MGACLAP_MODEL at your Hub copy (`<you>/mgaclap-htsat`, pushed with
+# `transformers_mgaclap.hub.push_model_to_hub`) on a Space: no official Hub repository exists yet.
+DEFAULT_MODEL = "mgaclap-htsat"
+MODEL_ENV_VAR = "MGACLAP_MODEL"
+TASK = "zero-shot-audio-event-detection"
+# The endpoint handler's (and CLAP's) prompt for clip-level classification; frame-level detection uses the bare label,
+# as the official SED evaluation does.
+CLASSIFICATION_TEMPLATE = "This is a sound of {}."
+DETECTION_TEMPLATE = "{}"
+MAX_TEXT_TOKENS = 30  # the official text encoder's limit, [CLS] and [SEP] included
+# A shared CPU Space embeds about one 10 s window per second: longer uploads would time out the request.
+MAX_SECONDS = 120.0
+DEFAULT_THRESHOLD = 0.5
+
+HERE = Path(__file__).resolve().parent
+EXAMPLE_AUDIO = HERE / "example_soundscape.wav"
+# `transformers_mgaclap.soundscapes` settings of the committed example (see `write_example_audio`): a 16 kHz clip, so
+# the example also exercises resampling to the model's 32 kHz. Clip 0 of seed 1: a rumble, then a beep over wind.
+EXAMPLE_SEED = 1
+EXAMPLE_SETTINGS = dict(sampling_rate=16000, duration=8.0, min_events_per_clip=2, max_events_per_clip=3)
+EXAMPLE_LABELS = "rumble, beep, wind, dog barking"
+EXAMPLE_CAPTION = "first a low rumble swells, and then an electronic beep sounds while the wind whooshes"
+
+
+def write_example_audio(path: str | Path = EXAMPLE_AUDIO) -> dict[str, Any]:
+    """Regenerate the example clip with `transformers_mgaclap.soundscapes` and write it as 16-bit WAV.
+
+    Needs `transformers_mgaclap` and `soundfile`; the Space itself only reads the committed file.
+
+    Returns:
+        `dict`: the generated clip (`audio`, `caption`, `events`, `labels`), as `generate_soundscape` returns it.
+    """
+    import soundfile
+
+    from transformers_mgaclap.soundscapes import SoundscapeConfig, clip_rng, generate_soundscape
+
+    clip = generate_soundscape(clip_rng(EXAMPLE_SEED, 0), SoundscapeConfig(**EXAMPLE_SETTINGS))
+    audio = clip["audio"]
+    soundfile.write(str(path), audio["array"], audio["sampling_rate"], subtype="PCM_16")
+    return clip
+
+
+def resolve_model_name(cli_value: str | None = None) -> str:
+    """`--model`, else `$MGACLAP_MODEL`, else `DEFAULT_MODEL`."""
+    return cli_value or os.environ.get(MODEL_ENV_VAR) or DEFAULT_MODEL
+
+
+def parse_queries(text: str | None) -> list[str]:
+    """Comma-separated class names or phrases, stripped, empty items and repeats dropped (first one kept).
+
+    Raises:
+        `gr.Error`: nothing left to score.
+    """
+    queries = list(dict.fromkeys(item.strip() for item in (text or "").split(",") if item.strip()))
+    if not queries:
+        raise gr.Error("Type at least one label or phrase (separate several with commas).")
+    return queries
+
+
+def to_mono_float(audio: tuple[int, np.ndarray] | None) -> tuple[np.ndarray, int]:
+    """Gradio's `(sampling_rate, samples)` (integer PCM or float, `(n,)` or `(n, channels)`) as mono float32.
+
+    Raises:
+        `gr.Error`: no audio, an empty or silent-length clip, a bad rate, non-finite samples or too long a clip.
+    """
+    if audio is None:
+        raise gr.Error("Upload or record some audio first.")
+    rate, samples = audio
+    samples = np.asarray(samples)
+    if not rate or int(rate) <= 0:
+        raise gr.Error(f"The audio has no valid sampling rate ({rate!r}).")
+    if samples.size == 0:
+        raise gr.Error("The audio is empty.")
+    if np.issubdtype(samples.dtype, np.integer):
+        # Integer PCM from the browser / pydub: scale full scale to [-1, 1], as soundfile does.
+        samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
+    samples = samples.astype(np.float32)
+    if samples.ndim == 2:
+        # Gradio gives (samples, channels); the model is mono, so mix down as the feature extractor would.
+        samples = samples.mean(axis=1 if samples.shape[0] >= samples.shape[1] else 0)
+    if samples.ndim != 1:
+        raise gr.Error(f"Expected mono or multi-channel audio, got an array of shape {samples.shape}.")
+    if not np.isfinite(samples).all():
+        raise gr.Error("The audio contains NaN or infinite samples.")
+    duration = samples.size / int(rate)
+    if duration > MAX_SECONDS:
+        raise gr.Error(f"The audio is {duration:.0f} s long; this demo takes at most {MAX_SECONDS:.0f} s.")
+    return samples, int(rate)
+
+
+def load_detector(model_name_or_path: str) -> Pipeline:
+    """The `zero-shot-audio-event-detection` pipeline of a repository or folder.
+
+    With `transformers_mgaclap` installed its registration is used, so folders saved without the `custom_pipelines`
+    entry load too; otherwise the repository's own code is run (`trust_remote_code=True`).
+    """
+    try:
+        import transformers_mgaclap  # noqa: F401  (registers the task and the Auto classes)
+    except ImportError:
+        pass
+    detector = pipeline(TASK, model=model_name_or_path, trust_remote_code=True)
+    detector.model.eval()
+    return detector
+
+
+def similarity_figure(
+    frame_similarity: np.ndarray,
+    frame_boundaries: np.ndarray,
+    frame_mask: np.ndarray,
+    queries: list[str],
+    events: list[dict],
+    threshold: float,
+) -> Figure:
+    """One similarity curve per query over time, the threshold, and the detected events as shaded spans.
+
+    A `matplotlib.figure.Figure` made without pyplot: no global figure registry, so nothing leaks between requests.
+    """
+    figure = Figure(figsize=(9, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    # Frames that only hold padding carry no score: NaN breaks the curve there instead of drawing zeros.
+    scores = np.where(frame_mask[:, None] > 0, frame_similarity, np.nan)
+    edges = frame_boundaries
+    colors = {}
+    for index, query in enumerate(queries):
+        # A step curve: each score holds over its frame's span [edge k, edge k + 1) (the last value is repeated
+        # so that the last frame is drawn to the end).
+        curve = np.append(scores[:, index], scores[-1, index])
+        (line,) = axes.plot(edges, curve, drawstyle="steps-post", label=query, linewidth=1.8)
+        colors[query] = line.get_color()
+    for event in events:
+        axes.axvspan(event["onset"], event["offset"], color=colors[event["label"]], alpha=0.18, linewidth=0)
+    axes.axhline(threshold, color="0.3", linestyle="--", linewidth=1, label="_threshold")
+    axes.set_xlim(float(edges[0]), float(edges[-1]))
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("frame-text cosine")
+    axes.set_title(f"Frame-level similarity (dashed: threshold {threshold:.2f}; shaded: detected events)")
+    axes.legend(loc="upper right", fontsize="small")
+    axes.grid(alpha=0.3)
+    return figure
+
+
+class MGAClapDemo:
+    """The demo's model and its inference function, separate from the UI so that it can be tested directly.
+
+    Args:
+        model_name_or_path (`str`): a Hub repository id or a local folder (see the module docstring).
+    """
+
+    def __init__(self, model_name_or_path: str):
+        self.model_name_or_path = model_name_or_path
+        self.detector = load_detector(model_name_or_path)
+
+    @torch.no_grad()
+    def clip_scores(self, waveform: np.ndarray, rate: int, queries: list[str]) -> dict[str, float]:
+        """Softmax over the queries of the clip-level audio-text logits (the model's 10 s view: the first 10 s)."""
+        tokenizer, extractor = self.detector.tokenizer, self.detector.feature_extractor
+        texts = [CLASSIFICATION_TEMPLATE.format(query) for query in queries]
+        text_inputs = tokenizer(
+            texts, padding="longest", truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
+        )
+        audio_inputs = extractor(waveform, sampling_rate=rate, resample=True, return_tensors="pt")
+        logits = self.detector.model(**text_inputs, **audio_inputs).logits_per_audio[0]
+        probabilities = logits.float().softmax(-1).tolist()
+        return dict(zip(queries, probabilities, strict=True))
+
+    def analyze(
+        self, audio: tuple[int, np.ndarray] | None, text: str | None, threshold: float = DEFAULT_THRESHOLD
+    ) -> tuple[dict[str, float], Figure, list[list[Any]]]:
+        """Score and localise the queries in the audio.
+
+        Args:
+            audio (`tuple[int, np.ndarray]`): Gradio's numpy audio, `(sampling_rate, samples)`; any rate (resampled
+                to 32 kHz by the feature extractor), any number of channels (mixed down).
+            text (`str`): class names or phrases, separated by commas.
+            threshold (`float`): activity threshold on the (median-filtered) frame-text cosine.
+
+        Returns:
+            `(scores, figure, events)`: `{query: probability}` summing to 1; the similarity plot; one row
+            `[label, onset_s, offset_s, score]` per detected event, sorted by onset.
+
+        Raises:
+            `gr.Error`: on missing or malformed audio or labels, shown to the user by Gradio.
+        """
+        waveform, rate = to_mono_float(audio)
+        queries = parse_queries(text)
+        threshold = float(threshold)
+        scores = self.clip_scores(waveform, rate, queries)
+        # The pipeline's own steps, so that the curves it thresholds are available for the plot too.
+        detector = self.detector
+        model_inputs = detector.preprocess(
+            {"array": waveform, "sampling_rate": rate},
+            candidate_labels=queries,
+            hypothesis_template=DETECTION_TEMPLATE,
+        )
+        outputs = detector.forward(model_inputs, progress=False)
+        events = detector.postprocess(outputs, threshold=threshold)
+        figure = similarity_figure(
+            outputs["frame_similarity"].float().numpy(),
+            outputs["frame_boundaries"].double().numpy(),
+            outputs["frame_mask"].numpy(),
+            queries,
+            events,
+            threshold,
+        )
+        rows = [
+            [event["label"], round(event["onset"], 3), round(event["offset"], 3), round(event["score"], 4)]
+            for event in events
+        ]
+        return scores, figure, rows
+
+
+def build_demo(model: str | MGAClapDemo) -> gr.Blocks:
+    """The Gradio UI around [`MGAClapDemo.analyze`].
+
+    Args:
+        model (`str` or `MGAClapDemo`): a Hub id / local folder, or an already loaded demo.
+
+    Returns:
+        `gr.Blocks`: call `.launch()` on it.
+    """
+    demo_model = model if isinstance(model, MGAClapDemo) else MGAClapDemo(model)
+    with gr.Blocks(title="MGA-CLAP zero-shot sound event detection") as demo:
+        gr.Markdown(
+            "# MGA-CLAP: zero-shot sound event detection\n"
+            "Upload or record audio, type class names or a phrase (several separated by commas), and see how well "
+            "each matches the whole clip and every 10/32 s frame. Scores are zero-shot: no training on your "
+            f"labels. Model: `{demo_model.model_name_or_path}`."
+        )
+        with gr.Row():
+            with gr.Column():
+                audio = gr.Audio(
+                    sources=["upload", "microphone"], type="numpy", label="Audio", elem_id="audio-input"
+                )
+                text = gr.Textbox(
+                    label="Labels or a phrase",
+                    placeholder="dog barking, rain, a car passes by",
+                    info="Separate labels with commas; a phrase is one query.",
+                    elem_id="labels-input",
+                )
+                threshold = gr.Slider(
+                    minimum=-1.0,
+                    maximum=1.0,
+                    value=DEFAULT_THRESHOLD,
+                    step=0.01,
+                    label="Detection threshold (frame-text cosine)",
+                    info="Raw cosines have no universal operating point: tune it for your model and labels.",
+                    elem_id="threshold-input",
+                )
+                submit = gr.Button("Detect", variant="primary", elem_id="submit-button")
+            with gr.Column():
+                scores = gr.Label(
+                    label="Clip-level zero-shot scores (first 10 s)",
+                    num_top_classes=10,
+                    elem_id="scores-output",
+                )
+        plot = gr.Plot(
+            label="Frame-level similarity and detected events", format="png", elem_id="similarity-plot"
+        )
+        events = gr.Dataframe(
+            headers=["label", "onset (s)", "offset (s)", "score"],
+            datatype=["str", "number", "number", "number"],
+            label="Detected events",
+            interactive=False,
+            elem_id="events-output",
+        )
+        if EXAMPLE_AUDIO.is_file():
+            gr.Examples(
+                examples=[
+                    [str(EXAMPLE_AUDIO), EXAMPLE_LABELS, DEFAULT_THRESHOLD],
+                    [str(EXAMPLE_AUDIO), EXAMPLE_CAPTION, DEFAULT_THRESHOLD],
+                ],
+                inputs=[audio, text, threshold],
+                cache_examples=False,  # the model runs on click: nothing is computed at startup
+                elem_id="examples",
+            )
+        submit.click(demo_model.analyze, inputs=[audio, text, threshold], outputs=[scores, plot, events])
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python app.py [--model ID_OR_FOLDER] [--host 127.0.0.1] [--port 7860]`; `--write-example` regenerates the
+    example clip instead of serving."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model", help=f"Hub id or local folder (default: ${MODEL_ENV_VAR} or {DEFAULT_MODEL})"
+    )
+    parser.add_argument("--host", default=None, help="server name (default: Gradio's, 127.0.0.1 locally)")
+    parser.add_argument("--port", type=int, default=None, help="server port (default: Gradio's, 7860)")
+    parser.add_argument(
+        "--write-example", action="store_true", help=f"regenerate {EXAMPLE_AUDIO.name} and exit"
+    )
+    args = parser.parse_args(argv)
+    if args.write_example:
+        print(write_example_audio()["caption"])
+        return
+    demo = build_demo(resolve_model_name(args.model))
+    # System fonts only: the default theme fetches Google Fonts, which an offline browser would wait for.
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    demo.launch(server_name=args.host, server_port=args.port, theme=theme)
+
+
+if __name__ == "__main__":
+    main()
