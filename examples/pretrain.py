@@ -88,6 +88,7 @@ SWITCHES = (
     "codebook_size",
     "projection_dim",
     "temperature_init",
+    "enable_fusion",
 )
 
 
@@ -133,6 +134,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument(
         "--duration_column", default=None, help="A column with each clip's duration in seconds."
     )
+    data.add_argument(
+        "--text_augment_selection",
+        choices=["none", "all", "augment_only"],
+        default="none",
+        help="LAION-CLAP's caption selection: the original captions ('none'), original + keyword-to-caption "
+        "captions ('all') or the keyword-to-caption captions only ('augment_only', original where missing). "
+        "Prepare them with examples/keyword_to_caption.py.",
+    )
+    data.add_argument(
+        "--augmented_caption_column",
+        default="caption_aug",
+        help="Column holding the keyword-to-caption captions (used unless --text_augment_selection none).",
+    )
     data.add_argument("--max_eval_samples", type=int, default=None)
     data.add_argument(
         "--strict_data",
@@ -177,6 +191,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--codebook_size", type=int, default=None)
     model.add_argument("--projection_dim", type=int, default=None)
     model.add_argument("--temperature_init", type=float, default=None)
+    model.add_argument(
+        "--enable_fusion",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="LAION-CLAP feature fusion for clips longer than 10 s (a global view + 3 local crops, attentional "
+        "fusion in the patch embedding); the feature extractor follows the model's setting.",
+    )
 
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", default="outputs/mgaclap-pretrain")
@@ -222,6 +243,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--streaming needs --max_train_steps (a stream has no length).")
     if args.group_by_duration and (args.duration_column is None or args.streaming):
         parser.error("--group_by_duration needs --duration_column and a non-streaming dataset.")
+    if args.text_augment_selection != "none" and not args.dataset_name:
+        parser.error(
+            "--text_augment_selection needs --dataset_name (the synthetic data has no augmented captions)."
+        )
     if args.push_to_hub and args.hub_model_id is None:
         parser.error("--push_to_hub needs --hub_model_id.")
     if args.hub_token is not None and args.report_to in ("wandb", "all"):
@@ -252,7 +277,8 @@ def create_model_and_processor(args) -> tuple[MGAClapModel, MGAClapProcessor]:
             overrides.setdefault("audio_config", dict(EMBEDDED_AUDIO))
         model = build_model(text_path, args.audio_model_name_or_path, **overrides)
         tokenizer = AutoTokenizer.from_pretrained(text_path)
-    return model, MGAClapProcessor(MGAClapFeatureExtractor(), tokenizer)
+    feature_extractor = MGAClapFeatureExtractor(enable_fusion=model.config.enable_fusion)
+    return model, MGAClapProcessor(feature_extractor, tokenizer)
 
 
 def create_datasets(args):
@@ -279,6 +305,8 @@ def create_datasets(args):
         probabilities=args.interleave_probabilities,
         seed=args.seed,
         duration_column=args.duration_column if args.group_by_duration else None,
+        text_augment_selection=args.text_augment_selection,
+        augmented_caption_column=args.augmented_caption_column,
     )
     validation = None
     if args.validation_split.lower() != "none":

@@ -95,3 +95,14 @@ def test_round_trip_and_auto_config(tmp_path):
         assert getattr(reloaded, name) == getattr(config, name)
     assert reloaded.audio_config.to_dict() == config.audio_config.to_dict()
     assert reloaded.text_config.to_dict() == config.text_config.to_dict()
+
+
+def test_fusion_switch_round_trips_and_is_the_only_way_in(tmp_path):
+    config = MGAClapConfig(enable_fusion=True)
+    assert config.audio_config.enable_fusion and config.audio_config.fusion_type == "aff_2d"
+    config.save_pretrained(tmp_path)
+    reloaded = MGAClapConfig.from_pretrained(tmp_path)
+    assert reloaded.enable_fusion and reloaded.audio_config.enable_fusion
+    assert reloaded.audio_config.fusion_type == "aff_2d"
+    with pytest.raises(ValueError, match="enable_fusion=True on MGAClapConfig"):
+        MGAClapConfig(audio_config={"enable_fusion": True})

@@ -133,3 +133,33 @@ def test_duration_buckets_group_similar_clips_and_reshuffle_per_epoch():
     assert list(sampler) == batches  # same epoch, same order
     sampler.set_epoch(1)
     assert list(sampler) != batches
+
+
+def test_fused_collator_carries_is_longer_and_seeded_crops(tiny_text_model_dir):
+    """With a fused extractor the collator's batches hold `is_longer`; training crops are random but keyed."""
+    from transformers import AutoTokenizer
+
+    fused = MGAClapProcessor(
+        MGAClapFeatureExtractor(enable_fusion=True), AutoTokenizer.from_pretrained(tiny_text_model_dir)
+    )
+    noise = np.random.default_rng(0).standard_normal(30 * 32000).astype(np.float32) * 0.1
+    buffer = io.BytesIO()
+    sf.write(buffer, noise, 32000, format="WAV")
+    examples = [
+        {"audio": {"bytes": buffer.getvalue(), "path": "long.wav"}, "captions": ["rain"]},
+        {"audio": {"bytes": wav_bytes(3), "path": "short.wav"}, "captions": ["a tone"]},
+    ]
+    for train in (True, False):
+        batch = AudioCaptionCollator(fused, train=train, seed=1)(examples)
+        assert batch["is_longer"].tolist() == [True, False]
+        assert batch["input_features"].shape == (2, 4, 1001, 64)
+    evaluation = AudioCaptionCollator(fused, train=False)
+    torch.testing.assert_close(evaluation(examples)["input_features"], evaluation(examples)["input_features"])
+    collator = AudioCaptionCollator(fused, train=True, seed=1)
+    first, again = collator(examples)["input_features"], collator(examples)["input_features"]
+    torch.testing.assert_close(first, again)  # same seed and epoch: same crops
+    crops = set()
+    for epoch in range(6):
+        collator.epoch = epoch
+        crops.add(collator(examples)["input_features"][0, 1, :, 0].sum().item())
+    assert len(crops) > 1  # the local crops are drawn anew each epoch

@@ -183,3 +183,34 @@ def test_two_processes_equal_one(tmp_path, variant):
     assert one["grads"].keys() == two["grads"].keys()
     for name, grad in one["grads"].items():
         torch.testing.assert_close(two["grads"][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_fusion_training_with_augmented_captions_saves_a_fused_model(tmp_path, tiny_text_model_dir):
+    """--enable_fusion on clips over and under 10 s plus --text_augment_selection all; the folder reloads."""
+    from datasets import concatenate_datasets
+
+    from transformers_mgaclap import MGAClapModel
+    from transformers_mgaclap.soundscapes import build_soundscape_dataset
+
+    long = build_soundscape_dataset(4, seed=1, duration=14.0)
+    short = build_soundscape_dataset(4, seed=2, duration=4.0)
+    data = concatenate_datasets([long, short])
+    data = data.add_column("caption_aug", [f"the sound of {labels[0]}" for labels in data["labels"]])
+    data.save_to_disk(tmp_path / "data")
+    out = tmp_path / "run"
+    args = tiny_args(out, tiny_text_model_dir, "--max_train_steps", "3", "--validation_split", "none")
+    args += ["--dataset_name", str(tmp_path / "data"), "--caption_column", "captions", "--enable_fusion",
+             "--text_augment_selection", "all", "--per_device_train_batch_size", "4"]  # fmt: skip
+    assert run_in_process(args) == 0
+    log = train_log(out)
+    assert [e["step"] for e in log] == [1, 2, 3] and all(math.isfinite(e["loss"]) for e in log)
+
+    model = AutoModel.from_pretrained(out, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
+    assert model.config.enable_fusion and processor.feature_extractor.enable_fusion
+    clip = torch.randn(14 * 32000).numpy() * 0.1
+    inputs = processor(text=["a bell rings"], audio=clip, sampling_rate=32000, return_tensors="pt")
+    assert inputs["is_longer"].tolist() == [True]
+    direct = MGAClapModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits_per_audio, direct(**inputs).logits_per_audio)

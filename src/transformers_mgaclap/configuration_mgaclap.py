@@ -72,6 +72,12 @@ class MGAClapConfig(PreTrainedConfig):
             give frame timestamps in seconds.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of the projection heads.
+        enable_fusion (`bool`, *optional*, defaults to `False`):
+            LAION-CLAP feature fusion for audio longer than 10 s (Wu et al., ICASSP 2023, arXiv 2211.06687): the
+            audio tower takes `(batch, 4, mel_frames, num_mel_bins)` inputs (a global view of the whole clip and
+            three local 10 s crops, from [`MGAClapFeatureExtractor`] with `enable_fusion=True`) and fuses the local
+            crops into the patch embedding with attentional feature fusion (`aff_2d`). Not part of MGA-CLAP; the
+            paper's model has it off. This switch also sets `audio_config.enable_fusion`.
 
     Example:
 
@@ -105,6 +111,7 @@ class MGAClapConfig(PreTrainedConfig):
     spec_augment: bool = True
     mel_frames_per_second: float = 100.0
     initializer_range: float = 0.02
+    enable_fusion: bool = False
 
     def __post_init__(self, **kwargs):
         if isinstance(
@@ -112,6 +119,10 @@ class MGAClapConfig(PreTrainedConfig):
         ):  # a partial dict keeps the paper's HTS-AT settings it does not name
             self.audio_config = {**HTSAT_DEFAULTS, **self.audio_config}
         super().__post_init__(**kwargs)
+        if self.enable_fusion:
+            self.audio_config.enable_fusion = True
+            if self.audio_config.fusion_type is None:
+                self.audio_config.fusion_type = "aff_2d"
         if self.codebook_affinity_scale is None:
             self.codebook_affinity_scale = 1.0 / (math.sqrt(self.projection_dim) * 1000.0)
         self._check_choices()
@@ -134,10 +145,16 @@ class MGAClapConfig(PreTrainedConfig):
 
     def _check_geometry(self) -> None:
         audio = self.audio_config
-        if audio.enable_fusion:
+        if audio.enable_fusion and not self.enable_fusion:
+            # One switch decides, so that a fused audio_config copied from a CLAP checkpoint cannot turn fusion on
+            # without the model-level flag the feature extractor and the docs refer to.
             raise ValueError(
-                "MGA-CLAP's audio tower does not use LAION feature fusion: set enable_fusion=False."
+                "MGA-CLAP's audio tower does not use LAION feature fusion by default: set enable_fusion=False in "
+                "audio_config, or enable_fusion=True on MGAClapConfig to opt in."
             )
+        if self.enable_fusion and audio.fusion_type != "aff_2d":
+            # transformers' patch embedding only implements the 2-D attentional fusion (LAION's default).
+            raise ValueError(f"Only fusion_type='aff_2d' is supported, got {audio.fusion_type!r}.")
         num_blocks = sum(audio.depths)
         if not 0 <= self.num_locality_aware_blocks <= num_blocks:
             raise ValueError(

@@ -38,6 +38,28 @@ def _as_caption_list(value) -> list[str]:
     return [c for c in captions if isinstance(c, str) and c.strip()]
 
 
+TEXT_AUGMENT_SELECTIONS = ("none", "all", "augment_only")
+
+
+def select_captions(original, augmented, selection: str = "none") -> list[str]:
+    """LAION-CLAP's `select_text` (`--text-augment-selection`) for one row.
+
+    `"none"`: the original captions; `"all"`: the original captions and the augmented ones (keyword-to-caption,
+    [`~keyword_to_caption.augment_dataset`]), without duplicates; `"augment_only"`: the augmented captions, or the
+    original ones where there are none.
+    """
+    if selection not in TEXT_AUGMENT_SELECTIONS:
+        raise ValueError(
+            f"`text_augment_selection` must be one of {TEXT_AUGMENT_SELECTIONS}, got {selection!r}."
+        )
+    original, augmented = _as_caption_list(original), _as_caption_list(augmented)
+    if selection == "none":
+        return original
+    if selection == "augment_only":
+        return augmented or original
+    return list(dict.fromkeys(original + augmented))
+
+
 def _load_one(name, config_name: str | None, split: str, streaming: bool):
     import datasets
 
@@ -65,6 +87,8 @@ def load_audio_caption_dataset(
     probabilities: Sequence[float] | None = None,
     seed: int = 0,
     duration_column: str | None = None,
+    text_augment_selection: str = "none",
+    augmented_caption_column: str = "caption_aug",
 ):
     """Load, standardise and combine audio-caption datasets.
 
@@ -73,18 +97,26 @@ def load_audio_caption_dataset(
     columns: `audio` (undecoded: `{"bytes", "path"}`) and `captions` (a non-empty list of strings; a string column
     becomes a one-element list, Clotho-style lists are kept). Rows without any non-empty caption are dropped.
     Several sources are concatenated, or interleaved with `probabilities`. With `duration_column`, that column is
-    kept as `duration` (seconds), for [`DurationBucketBatchSampler`].
+    kept as `duration` (seconds), for [`DurationBucketBatchSampler`]. `text_augment_selection` (`"none"`, `"all"`,
+    `"augment_only"`) mixes in the keyword-to-caption captions of `augmented_caption_column`, see
+    [`select_captions`].
 
     Raises:
         ValueError: a named column is missing (the message lists the columns that exist).
     """
     import datasets
 
+    if text_augment_selection not in TEXT_AUGMENT_SELECTIONS:
+        raise ValueError(
+            f"`text_augment_selection` must be one of {TEXT_AUGMENT_SELECTIONS}, got {text_augment_selection!r}."
+        )
     parts = []
     for name in names:
         dataset = _load_one(name, config_name, split, streaming)
         columns = list(dataset.column_names or dataset.features or [])
         kept = [audio_column, caption_column] + ([duration_column] if duration_column else [])
+        if text_augment_selection != "none":
+            kept.append(augmented_caption_column)
         for column in kept:
             if column not in columns:
                 raise ValueError(
@@ -92,7 +124,16 @@ def load_audio_caption_dataset(
                 )
         dataset = dataset.select_columns(kept)
         dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
-        dataset = dataset.map(lambda row: {CAPTIONS: _as_caption_list(row[caption_column])})
+        if text_augment_selection == "none":
+            dataset = dataset.map(lambda row: {CAPTIONS: _as_caption_list(row[caption_column])})
+        else:
+            dataset = dataset.map(
+                lambda row: {
+                    CAPTIONS: select_captions(
+                        row[caption_column], row[augmented_caption_column], text_augment_selection
+                    )
+                }
+            )
         dataset = dataset.filter(lambda row: len(row[CAPTIONS]) > 0)
         if audio_column != AUDIO:
             dataset = dataset.rename_column(audio_column, AUDIO)
@@ -238,4 +279,5 @@ __all__ = [
     "DurationBucketBatchSampler",
     "load_audio_caption_dataset",
     "normalize_caption",
+    "select_captions",
 ]

@@ -5,6 +5,12 @@ model: mono 32 kHz audio, padded or cropped to 10 s, periodic-Hann STFT (window 
 padding), power spectrum, 64 Slaney mel bands between 50 Hz and 14 kHz, then `10 * log10(max(x, 1e-10))` without
 `top_db` clipping. The result equals `transformers.audio_utils.spectrogram` with the same settings (checked to 1e-4 dB
 in the tests).
+
+With `enable_fusion=True` the extractor prepares LAION-CLAP feature fusion (arXiv 2211.06687 §2.3) instead: clips
+longer than 10 s become four views `[global, front, middle, back]` of 1001 frames each (the log-mel of the whole clip
+resized to 1001 frames, and three 10 s crops of it from the first, middle and last third of the admissible starts);
+shorter clips are padded exactly as without fusion and their one log-mel is repeated four times. `is_longer` says
+which path each clip took.
 """
 
 import copy
@@ -14,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.audio_utils import mel_filter_bank
 from transformers.utils import TensorType, logging
@@ -32,6 +39,10 @@ _LOWPASS_FILTER_WIDTH = 6
 _ROLLOFF = 0.99
 # A polyphase kernel this large (elements) means near-coprime rates, e.g. 32001 -> 32000 Hz.
 _MAX_RESAMPLE_KERNEL = 1 << 26
+# STFT frames per block for clips of any length (fusion): bounds memory at ~16 MB in float64 for 10 min of audio.
+_LONG_CLIP_FRAME_BLOCK = 2048
+# Fusion: one global view and three local views (LAION's `mel_fusion`).
+NUM_FUSION_VIEWS = 4
 
 
 def _check_choice(name: str, value: str, allowed) -> str:
@@ -243,6 +254,16 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
             Sample value used for padding.
         return_attention_mask (`bool`, *optional*, defaults to `False`):
             Kept for the `SequenceFeatureExtractor` interface; `input_features_mask` is always returned.
+        enable_fusion (`bool`, *optional*, defaults to `False`):
+            Prepare LAION feature fusion for a model with `enable_fusion=True`: `input_features` gets shape
+            `(batch, 4, num_frames, feature_size)` and `is_longer` is returned. A clip with more frames than
+            `num_frames` (longer than `max_length_s` by at least one hop) gets a global view (its whole log-mel,
+            bilinearly resized to `num_frames` frames, as LAION and transformers do: no anti-aliasing) and three local
+            crops of `num_frames` frames of that log-mel, one from each third of the admissible start frames
+            (`np.array_split` into 3, an empty third falls back to start 0, as LAION). Which start in each third is set
+            by the truncation mode: `"start"` its first, `"center"` its middle, `"random"` a uniform draw from
+            `generator` (LAION's training procedure). Every other clip is padded / cropped as without fusion and
+            its log-mel is repeated in the four channels.
         precision (`str`, *optional*, defaults to `"float64"`):
             dtype of the STFT and mel product, `"float64"` or `"float32"`. Features are float32 either way. float64
             matches the float64 `transformers.audio_utils` recipe to < 1e-5 dB on any signal. float32 is about twice
@@ -259,6 +280,9 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
     >>> inputs = extractor(clips, sampling_rate=32000, return_tensors="pt")
     >>> inputs["input_features"].shape, inputs["input_features_mask"].shape
     (torch.Size([2, 1001, 64]), torch.Size([2, 1001]))
+    >>> fused = MGAClapFeatureExtractor(enable_fusion=True)(clips, sampling_rate=32000, return_tensors="pt")
+    >>> fused["input_features"].shape, fused["is_longer"].tolist()
+    (torch.Size([2, 4, 1001, 64]), [False, True])
     ```
     """
 
@@ -278,6 +302,7 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         padding_value: float = 0.0,
         return_attention_mask: bool = False,
         precision: str = "float64",
+        enable_fusion: bool = False,
         **kwargs,
     ):
         super().__init__(
@@ -295,6 +320,7 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         self.padding_mode = _check_choice("padding_mode", padding_mode, PADDING_MODES)
         self.truncation_mode = _check_choice("truncation_mode", truncation_mode, TRUNCATION_MODES)
         self.precision = _check_choice("precision", precision, tuple(PRECISIONS))
+        self.enable_fusion = bool(enable_fusion)
         if self.max_samples <= n_fft // 2:
             raise ValueError(
                 f"`max_length_s * sampling_rate` ({self.max_samples} samples) must exceed n_fft // 2 ({n_fft // 2}) "
@@ -378,10 +404,13 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
 
         Returns:
             [`BatchFeature`] with
-            - `input_features` of shape `(batch, num_frames, feature_size)`, float32 log-mel in dB;
+            - `input_features` of shape `(batch, num_frames, feature_size)`, float32 log-mel in dB; with
+              `enable_fusion`, `(batch, 4, num_frames, feature_size)`;
             - `input_features_mask` of shape `(batch, num_frames)`, int64: 1 for frames whose centre sample
               (`t * hop_length`) lies in the clip's own audio, 0 for frames centred in padding (tiled copies count
-              as padding).
+              as padding); all ones for fused clips;
+            - with `enable_fusion` only, `is_longer` of shape `(batch,)`, bool: True for clips embedded through the
+              fusion path (global + local views), False for clips padded or cropped to `max_length_s`.
         """
         padding_mode = _check_choice("padding_mode", padding_mode or self.padding_mode, PADDING_MODES)
         truncation_mode = _check_choice(
@@ -391,6 +420,15 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         clips = [_clip_to_tensor(clip, index) for index, clip in enumerate(_split_batch(raw_audio))]
         if sampling_rate != self.sampling_rate:
             clips = [_resample(clip, sampling_rate, self.sampling_rate) for clip in clips]
+        if self.enable_fusion:
+            return self._fusion_features(clips, padding_mode, truncation_mode, generator, return_tensors)
+        if truncation_mode != "random" and any(clip.shape[-1] > self.max_samples for clip in clips):
+            # Random crops are a training choice; a deterministic crop at inference silently drops audio.
+            logger.warning_once(
+                f"Clips longer than {self.max_length_s:g} s are cropped to one {self.max_length_s:g} s window "
+                f"(truncation_mode={truncation_mode!r}). To embed whole clips use a fused model and extractor "
+                "(enable_fusion=True), or average the embeddings of consecutive windows."
+            )
         fitted = [self._fit_to_length(clip, padding_mode, truncation_mode, generator) for clip in clips]
         features = self._log_mel_spectrogram([waveform for waveform, _ in fitted])
         mask = self._frame_mask([valid for _, valid in fitted])
@@ -489,6 +527,103 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
             squared = torch.view_as_real(torch.fft.rfft(frames, dim=-1)).square_().flatten(-2)
             for first_bin, stop_bin, first_band, stop_band, weights in self._mel_blocks:
                 mel[index, :, first_band:stop_band] = squared[:, 2 * first_bin : 2 * stop_bin] @ weights
+        return mel.clamp_(min=1e-10).log10_().mul_(10.0)
+
+    # -- LAION feature fusion -----------------------------------------------------------------------------------
+
+    def _fusion_features(
+        self,
+        clips: list[torch.Tensor],
+        padding_mode: str,
+        truncation_mode: str,
+        generator: torch.Generator | None,
+        return_tensors: str | TensorType | None,
+    ) -> BatchFeature:
+        """Four views per clip, `(batch, 4, num_frames, feature_size)`, plus the mask and `is_longer`."""
+        # Longer = the whole clip has more STFT frames than one 10 s input; a clip less than a hop over 10 s has
+        # the same frame count (LAION stacks it x4 unfused too) and is cropped like any unfused clip.
+        is_longer = [1 + clip.shape[-1] // self.hop_length > self.num_frames for clip in clips]
+        features = torch.empty(len(clips), NUM_FUSION_VIEWS, self.num_frames, self.feature_size)
+        mask = torch.ones(len(clips), self.num_frames, dtype=torch.long)
+        short = [index for index, longer in enumerate(is_longer) if not longer]
+        if short:
+            fitted = [
+                self._fit_to_length(clips[index], padding_mode, truncation_mode, generator) for index in short
+            ]
+            features[short] = self._log_mel_spectrogram([waveform for waveform, _ in fitted])[:, None]
+            mask[short] = self._frame_mask([valid for _, valid in fitted])
+        for index, longer in enumerate(is_longer):
+            if longer:
+                features[index] = self._fusion_views(
+                    self._long_log_mel(clips[index]), truncation_mode, generator
+                )
+        return BatchFeature(
+            {
+                "input_features": features.numpy(),
+                "input_features_mask": mask.numpy(),
+                "is_longer": np.asarray(is_longer, dtype=bool),
+            },
+            tensor_type=return_tensors,
+        )
+
+    def fusion_crop_starts(
+        self, total_frames: int, truncation_mode: str = "start", generator: torch.Generator | None = None
+    ) -> list[int]:
+        """First frames of the front, middle and back local views of a log-mel of `total_frames` frames.
+
+        The admissible starts `0 .. total_frames - num_frames` are split into three nearly equal contiguous parts
+        (`np.array_split`; an empty part becomes `[0]`, as LAION's `get_audio_features`); one start is taken from
+        each: the first (`"start"`), the middle (`"center"`) or a uniform draw from `generator` (`"random"`).
+        """
+        parts = np.array_split(np.arange(total_frames - self.num_frames + 1), 3)
+        parts = [part if len(part) else np.zeros(1, dtype=np.int64) for part in parts]
+        if truncation_mode == "start":
+            return [int(part[0]) for part in parts]
+        if truncation_mode == "center":
+            return [int(part[len(part) // 2]) for part in parts]
+        return [int(part[int(torch.randint(len(part), (1,), generator=generator))]) for part in parts]
+
+    def _fusion_views(
+        self, log_mel: torch.Tensor, truncation_mode: str, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """`(total_frames, feature_size)` log-mel -> `(4, num_frames, feature_size)` [global, front, middle, back]."""
+        # LAION resizes with torchvision `Resize` (bilinear, no anti-aliasing in the releases it trained with) and
+        # transformers with `F.interpolate(..., "bilinear")`: the same, kept for compatibility of the views. In
+        # float64: float32 source coordinates are off by up to ~1e-3 frames at 37 s (worse for longer clips).
+        global_view = F.interpolate(
+            log_mel.double()[None, None],
+            size=(self.num_frames, self.feature_size),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0].float()
+        starts = self.fusion_crop_starts(log_mel.shape[0], truncation_mode, generator)
+        return torch.stack([global_view] + [log_mel[start : start + self.num_frames] for start in starts])
+
+    def _long_log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Log-mel of one clip of any length, the recipe of [`_log_mel_spectrogram`] in blocks of STFT frames.
+
+        Args:
+            waveform (`torch.Tensor` of shape `(samples,)`), with more than `n_fft // 2` samples.
+
+        Returns:
+            `torch.Tensor` of shape `(1 + samples // hop_length, feature_size)`, float32, in dB.
+        """
+        dtype = PRECISIONS[self.precision]
+        half = self.n_fft // 2
+        length = waveform.shape[-1]
+        window = self.window.to(dtype)
+        padded = torch.empty(length + 2 * half, dtype=dtype)
+        padded[half : half + length] = waveform
+        padded[:half] = waveform[1 : half + 1].flip(0)
+        padded[half + length :] = waveform[length - half - 1 : length - 1].flip(0)
+        all_frames = padded.unfold(0, self.n_fft, self.hop_length)  # a view: (1 + length // hop, n_fft)
+        mel = torch.empty(all_frames.shape[0], self.feature_size)
+        for first in range(0, all_frames.shape[0], _LONG_CLIP_FRAME_BLOCK):
+            frames = all_frames[first : first + _LONG_CLIP_FRAME_BLOCK] * window
+            squared = torch.view_as_real(torch.fft.rfft(frames, dim=-1)).square_().flatten(-2)
+            rows = slice(first, first + frames.shape[0])
+            for first_bin, stop_bin, first_band, stop_band, weights in self._mel_blocks:
+                mel[rows, first_band:stop_band] = squared[:, 2 * first_bin : 2 * stop_bin] @ weights
         return mel.clamp_(min=1e-10).log10_().mul_(10.0)
 
 

@@ -1,7 +1,8 @@
 """PyTorch MGA-CLAP: multi-grained contrastive language-audio pre-training (arXiv 2408.07919).
 
 Reading order: helpers (Sparsemax, frame regrouping, SpecAugment, losses) -> output dataclasses -> audio pieces
-(locality-aware block, HTS-AT frame encoder) -> projection head and codebook -> pre-trained base -> the model.
+(locality-aware block, LAION feature fusion, HTS-AT frame encoder) -> projection head and codebook -> pre-trained
+base -> the model.
 What the official code computes, where it differs from the paper and which option reproduces which, is
 documented next to each piece.
 """
@@ -19,6 +20,7 @@ from transformers.models.clap.modeling_clap import (
     ClapAudioAttention,
     ClapAudioEncoder,
     ClapAudioLayer,
+    ClapAudioPatchEmbed,
     ClapAudioSelfAttention,
 )
 from transformers.utils import ModelOutput, can_return_tuple
@@ -311,44 +313,137 @@ class MGAClapLocalityAwareBlock(nn.Module):
         return (hidden_states,)
 
 
+class MGAClapFusionPatchEmbed(ClapAudioPatchEmbed):
+    """transformers' fused HTS-AT patch embedding (LAION-CLAP `aff_2d`, arXiv 2211.06687 §2.3) with two traps fixed.
+
+    Same submodules and state-dict keys as `ClapAudioPatchEmbed(enable_fusion=True)` (`proj`, `mel_conv2d`,
+    `fusion_model`), and the same computation, which matches LAION's `htsat.py::PatchEmbed`: the global channel goes
+    through the patch convolution; for the clips being fused, each of the three local channels goes through
+    `mel_conv2d` (a 3x wider stride in time), the three maps are concatenated along time, zero-padded to the global
+    width and merged with the global map by attentional feature fusion. Differences:
+
+    - a single fused clip in training mode: the fusion block's BatchNorm after global pooling sees one value per
+      channel, which crashes in transformers (`Expected more than 1 value per channel`). LAION duplicates the clip,
+      which makes that BatchNorm output a constant and drags its running variance towards 0; here the fusion block
+      normalises that step with its running statistics instead (gradients still flow, running statistics untouched);
+    - the fused rows are written out of place (`index_copy`), not into the convolution's output.
+    """
+
+    def forward(self, hidden_states: torch.Tensor, is_longer_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        Args:
+            hidden_states (`torch.FloatTensor` of shape `(batch, 1 or 4, spec_size, spec_size)`): folded log-mel
+                images, channel 0 the global view, channels 1-3 the local views.
+            is_longer_idx (`torch.LongTensor` of shape `(num_fused,)`, *optional*): clips to fuse.
+
+        Returns:
+            `torch.FloatTensor` of shape `(batch, grid * grid, patch_embeds_hidden_size)`.
+        """
+        _, _, height, width = hidden_states.shape
+        if (height, width) != tuple(self.img_size):
+            raise ValueError(
+                f"Input audio size ({height}*{width}) doesn't match model ({self.img_size[0]}*{self.img_size[1]})."
+            )
+        global_states = self.proj(hidden_states[:, :1])  # (B, C, H', W')
+        if is_longer_idx is not None and len(is_longer_idx) > 0:
+            local_states = hidden_states[is_longer_idx, 1:]  # (B_l, 3, S, S)
+            num_fused, num_views = local_states.shape[:2]
+            local_states = self.mel_conv2d(local_states.reshape(num_fused * num_views, 1, height, width))
+            local_states = local_states.view(
+                num_fused, num_views, *local_states.shape[1:]
+            )  # (B_l, 3, C, H', W'/3)
+            local_states = local_states.permute(0, 2, 3, 1, 4).flatten(3)  # views side by side in time
+            local_states = F.pad(local_states, (0, global_states.shape[-1] - local_states.shape[-1]))
+            fused = self._fuse(global_states[is_longer_idx], local_states)
+            global_states = global_states.index_copy(0, is_longer_idx, fused)
+        if self.flatten:
+            global_states = global_states.flatten(2).transpose(1, 2)
+        return self.norm(global_states)
+
+    def _fuse(self, global_states: torch.Tensor, local_states: torch.Tensor) -> torch.Tensor:
+        if not (self.training and global_states.shape[0] == 1):
+            return self.fusion_model(global_states, local_states)
+        self.fusion_model.eval()  # one clip: no batch variance to normalise with, use the running statistics
+        try:
+            return self.fusion_model(global_states, local_states)
+        finally:
+            self.fusion_model.train()
+
+
 class MGAClapAudioEncoder(ClapAudioEncoder):
     """transformers' HTS-AT encoder returning time-ordered frame features instead of a pooled clip embedding.
 
     Same submodules and state-dict keys as `ClapAudioEncoder` (so `ClapAudioModel` and HTS-AT weights load into
     it), with the last `num_locality_aware_blocks` Swin blocks replaced by [`MGAClapLocalityAwareBlock`]s and the
     official SpecAugment after the mel BatchNorm in training mode. The unused clip path (`avgpool`) is skipped.
+    With `config.enable_fusion`, the patch embedding is [`MGAClapFusionPatchEmbed`] (LAION feature fusion).
     """
 
     def __init__(self, config, num_locality_aware_blocks: int = 1, spec_augment: bool = True):
         super().__init__(config)
         self.spec_augment = spec_augment
+        if config.enable_fusion:
+            self.patch_embed = MGAClapFusionPatchEmbed(config)
         blocks = [(stage, index) for stage in self.layers for index in range(len(stage.blocks))]
         for stage, index in blocks[len(blocks) - num_locality_aware_blocks :]:
             # The value path of block i feeds block i + 1 (the natural generalisation of the official single block).
             stage.blocks[index] = MGAClapLocalityAwareBlock(stage.blocks[index])
 
-    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_features: torch.Tensor, is_longer: torch.Tensor | None = None) -> torch.Tensor:
         """
         Args:
-            input_features (`torch.FloatTensor` of shape `(batch, mel_frames, num_mel_bins)`): log-mel spectrograms.
+            input_features (`torch.FloatTensor` of shape `(batch, mel_frames, num_mel_bins)`): log-mel spectrograms;
+                with fusion also `(batch, 4, mel_frames, num_mel_bins)`: [global, front, middle, back] views.
+            is_longer (`torch.BoolTensor` of shape `(batch,)`, *optional*): with fusion, the clips whose local views
+                are fused into the global one; the others use channel 0 only.
 
         Returns:
             `torch.FloatTensor` of shape `(batch, num_frames, hidden_size)`: frame features in temporal order
             (32 x 768 for the paper's HTS-AT), after the final LayerNorm.
         """
-        features = input_features.unsqueeze(1)  # (B, 1, T_mel, F)
+        if self.enable_fusion:
+            features, longer_idx = self._fusion_inputs(input_features, is_longer)
+        else:
+            features, longer_idx = input_features.unsqueeze(1), None  # (B, 1, T_mel, F)
         # BatchNorm over mel bins: move them to the channel axis and back.
         features = self.batch_norm(features.transpose(1, 3)).transpose(1, 3)
         if self.training and self.spec_augment:
             features = spec_augment(features)
         image = self.reshape_mel2img(
             features
-        )  # (B, 1, spec_size, spec_size): bicubic stretch to 1024 frames, fold
-        hidden_states = self.patch_embed(image, None)  # (B, H * W, C0)
+        )  # (B, C, spec_size, spec_size): bicubic stretch to 1024 frames, fold
+        hidden_states = self.patch_embed(image, longer_idx)  # (B, H * W, C0)
         for stage, input_dimensions in zip(self.layers, self.input_resolutions, strict=True):
             hidden_states = stage(hidden_states, input_dimensions)[0]
         hidden_states = self.norm(hidden_states)  # (B, R * R, C)
         return audio_tokens_to_frames(hidden_states, self.freq_ratio)
+
+    def _fusion_inputs(
+        self, input_features: torch.Tensor, is_longer: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(B, T, F)` or `(B, 1 | 4, T, F)` features and flags -> `(B, 1 | 4, T, F)` and the indices to fuse."""
+        if input_features.dim() == 3:
+            input_features = input_features.unsqueeze(1)
+        batch_size = input_features.shape[0]
+        if is_longer is None:
+            is_longer = torch.zeros(batch_size, dtype=torch.bool, device=input_features.device)
+        is_longer = is_longer.reshape(batch_size).to(input_features.device, torch.bool)
+        if self.training and not bool(is_longer.any()):
+            # LAION's htsat.py: in training, flag one random clip when none is longer, so that the fusion branch
+            # is trained at every step (and DDP never meets unused parameters). Its local views repeat the global
+            # one. Never done in eval mode, where it would make embeddings depend on the batch.
+            is_longer = is_longer.clone()
+            is_longer[torch.randint(batch_size, (1,), device=is_longer.device)] = True
+            input_features = input_features.expand(-1, 4, -1, -1)
+        if not bool(is_longer.any()):
+            # Nothing to fuse: only the global channel is read, so skip normalising and folding the other three.
+            return input_features[:, :1], is_longer.nonzero().flatten()
+        if input_features.shape[1] != 4:
+            raise ValueError(
+                "`is_longer` flags clips for fusion but `input_features` has no local views: expected shape "
+                f"(batch, 4, mel_frames, mel_bins), got {tuple(input_features.shape)}."
+            )
+        return input_features, is_longer.nonzero().flatten()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -485,19 +580,31 @@ class MGAClapModel(MGAClapPreTrainedModel):
     # -- local embeddings -------------------------------------------------------------------------------------
 
     def _frame_embeddings(
-        self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: torch.Tensor | None,
+        is_longer: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mels `(B, T_mel, F)` -> projected frames `(B, T, D)` and the frame mask `(B, T)`."""
-        if (
-            input_features.dim() == 4 and input_features.shape[1] == 1
-        ):  # ClapFeatureExtractor layout (B, 1, T, F)
-            input_features = input_features.squeeze(1)
-        num_mel_bins = self.config.audio_config.num_mel_bins
-        if input_features.dim() != 3 or input_features.shape[-1] != num_mel_bins:
-            raise ValueError(
-                f"`input_features` must have shape (batch, mel_frames, {num_mel_bins}), got {tuple(input_features.shape)}."
-            )
-        frames = self.audio_encoder(input_features)  # (B, T, C)
+        """Log-mels `(B, T_mel, F)` (or fused `(B, 4, T_mel, F)`) -> projected frames `(B, T, D)` and mask `(B, T)`."""
+        if self.config.enable_fusion:
+            input_features, is_longer = self._check_fused_inputs(input_features, is_longer)
+            frames = self.audio_encoder(input_features, is_longer)  # (B, T, C)
+        else:
+            if (
+                input_features.dim() == 4 and input_features.shape[1] == 1
+            ):  # ClapFeatureExtractor layout (B, 1, T, F)
+                input_features = input_features.squeeze(1)
+            num_mel_bins = self.config.audio_config.num_mel_bins
+            if input_features.dim() == 4 and input_features.shape[1] == 4:
+                raise ValueError(
+                    "`input_features` holds fused views (batch, 4, mel_frames, mel_bins) but the model has "
+                    "enable_fusion=False: use a feature extractor with enable_fusion=False."
+                )
+            if input_features.dim() != 3 or input_features.shape[-1] != num_mel_bins:
+                raise ValueError(
+                    f"`input_features` must have shape (batch, mel_frames, {num_mel_bins}), got {tuple(input_features.shape)}."
+                )
+            frames = self.audio_encoder(input_features)  # (B, T, C)
         frame_embeds = self.audio_projection(frames)  # (B, T, D)
         if input_features_mask is None:
             frame_mask = frame_embeds.new_ones(frame_embeds.shape[:2], dtype=torch.long)
@@ -506,6 +613,28 @@ class MGAClapModel(MGAClapPreTrainedModel):
             mel_mask = input_features_mask.to(frame_embeds.device, torch.float32).unsqueeze(1)
             frame_mask = F.adaptive_max_pool1d(mel_mask, frame_embeds.shape[1]).squeeze(1).long()
         return frame_embeds, frame_mask
+
+    def _check_fused_inputs(
+        self, input_features: torch.Tensor, is_longer: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate fused inputs; recover `is_longer` from the views when a collator or caller dropped it."""
+        num_mel_bins = self.config.audio_config.num_mel_bins
+        if input_features.dim() == 3:
+            input_features = input_features.unsqueeze(1)  # unfused features: nothing to fuse
+        if (
+            input_features.dim() != 4
+            or input_features.shape[1] not in (1, 4)
+            or input_features.shape[-1] != num_mel_bins
+        ):
+            raise ValueError(
+                f"`input_features` must have shape (batch, 4, mel_frames, {num_mel_bins}) with enable_fusion=True, "
+                f"got {tuple(input_features.shape)}."
+            )
+        if is_longer is None and input_features.shape[1] == 4:
+            # The extractor stacks four identical copies for clips it does not fuse, so differing views mean a
+            # fused clip: the flag is a function of the features and cannot be lost on the way.
+            is_longer = (input_features[:, 1:] != input_features[:, :1]).flatten(1).any(dim=1)
+        return input_features, is_longer
 
     def _word_embeddings(
         self,
@@ -548,21 +677,30 @@ class MGAClapModel(MGAClapPreTrainedModel):
     # -- public API -------------------------------------------------------------------------------------------
 
     def get_audio_features(
-        self, input_features: torch.Tensor, input_features_mask: torch.Tensor | None = None
+        self,
+        input_features: torch.Tensor,
+        input_features_mask: torch.Tensor | None = None,
+        is_longer: torch.Tensor | None = None,
     ) -> MGAClapModalityOutput:
         """Embed audio.
 
         Args:
             input_features (`torch.FloatTensor` of shape `(batch, mel_frames, num_mel_bins)`):
-                Log-mels from [`MGAClapFeatureExtractor`] (1001 x 64 for 10 s).
+                Log-mels from [`MGAClapFeatureExtractor`] (1001 x 64 for 10 s). With `config.enable_fusion`, shape
+                `(batch, 4, mel_frames, num_mel_bins)` from an extractor with `enable_fusion=True`.
             input_features_mask (`torch.LongTensor` of shape `(batch, mel_frames)`, *optional*):
                 1 on mel frames of real audio, 0 on padding. Padded frames are excluded from the codebook pooling.
+            is_longer (`torch.BoolTensor` of shape `(batch,)` or `(batch, 1)`, *optional*):
+                Fusion only: which clips are longer than 10 s and get their local views fused. When omitted it is
+                recovered from the features (a clip is fused iff its four views are not identical).
 
         Returns:
             [`MGAClapModalityOutput`]: `pooler_output` (batch, D) normalised clip embeddings, `last_hidden_state`
-            (batch, T, D) frame embeddings, `local_mask` (batch, T), `codeword_weights` (batch, M).
+            (batch, T, D) frame embeddings, `local_mask` (batch, T), `codeword_weights` (batch, M). For a fused
+            (longer) clip the frames follow the global view, which squeezes the whole clip into T frames, with
+            un-aligned local evidence added: they are not a time axis (see [`get_frame_text_similarity`]).
         """
-        frame_embeds, frame_mask = self._frame_embeddings(input_features, input_features_mask)
+        frame_embeds, frame_mask = self._frame_embeddings(input_features, input_features_mask, is_longer)
         audio_embeds, weights = self._aggregate(frame_embeds, frame_mask)
         return MGAClapModalityOutput(
             last_hidden_state=frame_embeds,
@@ -626,18 +764,20 @@ class MGAClapModel(MGAClapPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         input_features_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
+        is_longer: torch.Tensor | None = None,
     ) -> MGAClapOutput:
         """Embed both modalities and score every audio against every text.
 
         Args:
             input_ids, attention_mask, token_type_ids: as [`get_text_features`] (the tokenizer's output).
-            input_features, input_features_mask: as [`get_audio_features`] (the feature extractor's output).
+            input_features, input_features_mask, is_longer: as [`get_audio_features`] (the feature extractor's
+                output).
             return_loss (`bool`, *optional*): compute the contrastive loss; audio i and text i must be a pair.
 
         Returns:
             [`MGAClapOutput`].
         """
-        audio = self.get_audio_features(input_features, input_features_mask)
+        audio = self.get_audio_features(input_features, input_features_mask, is_longer)
         text = self.get_text_features(input_ids, attention_mask, token_type_ids)
         logits_per_audio = audio.pooler_output @ text.pooler_output.t() / self._temperature()
         loss = None
@@ -669,17 +809,31 @@ class MGAClapModel(MGAClapPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         input_features_mask: torch.Tensor | None = None,
+        is_longer: torch.Tensor | None = None,
     ) -> MGAClapFrameSimilarityOutput:
         """Cosine between every audio frame and every text query, with frame times in seconds.
 
         As the official zero-shot SED and grounding scripts: normalised frame embeddings (no codebook) against
         normalised global text embeddings (codebook), raw cosines.
 
+        With fusion, clips up to 10 s are handled exactly as without it. Fused clips (longer than 10 s) are
+        refused: their frames are not a time axis. For sound event detection on long audio use the windowed path,
+        [`~sound_event_detection.compute_long_audio_frame_similarity`] or the `zero-shot-audio-event-detection`
+        pipeline, which give frames of 10/32 s on the recording's own clock.
+
         Returns:
             [`MGAClapFrameSimilarityOutput`]: `frame_similarity` (audio_batch, T, text_batch), `clip_similarity`
             (audio_batch, text_batch), `frame_boundaries` (T + 1,) seconds, `frame_mask` (audio_batch, T).
         """
-        audio = self.get_audio_features(input_features, input_features_mask)
+        if self.config.enable_fusion:
+            input_features, is_longer = self._check_fused_inputs(input_features, is_longer)
+            if is_longer is not None and bool(is_longer.any()):
+                raise ValueError(
+                    "Frame-level similarities of fused clips (longer than 10 s) have no valid timestamps: the fused "
+                    "frames mix a compressed global view with local crops. Use the windowed path for long audio, "
+                    "`compute_long_audio_frame_similarity` or the 'zero-shot-audio-event-detection' pipeline."
+                )
+        audio = self.get_audio_features(input_features, input_features_mask, is_longer)
         text = self.get_text_features(input_ids, attention_mask, token_type_ids).pooler_output  # (N, D)
         frames = F.normalize(audio.last_hidden_state, dim=-1)  # (B, T, D)
         # The fed input lasts (T_mel - 1) hops: 1001 frames at 100 frames/s are 10 s.

@@ -14,7 +14,16 @@ import torch.nn.functional as F
 from .configuration_mgaclap import MGAClapConfig
 from .modeling_mgaclap import MGAClapModel
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "input_features", "input_features_mask")
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "input_features",
+    "input_features_mask",
+    "is_longer",
+)
+# Parameters a fused audio tower has and an unfused HTS-AT checkpoint lacks (LAION-CLAP's fusion layers).
+FUSION_PREFIXES = ("patch_embed.mel_conv2d.", "patch_embed.fusion_model.")
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
@@ -91,7 +100,8 @@ def build_model(
             becomes `text_config` and its weights load into the text tower.
         audio_model_name_or_path (`str`, *optional*): a transformers `ClapModel` / `ClapAudioModel` folder or repo
             (HTS-AT without fusion), or an MGA-CLAP folder; its audio configuration and encoder weights are used.
-        config_kwargs: any other [`MGAClapConfig`] field (ablation switches, `codebook_size`, ...).
+        config_kwargs: any other [`MGAClapConfig`] field (ablation switches, `codebook_size`, `enable_fusion`: the
+            fusion layers are then freshly initialised on top of the unfused audio checkpoint, ...).
     """
     from transformers import AutoConfig, BertModel
 
@@ -108,9 +118,10 @@ def build_model(
     if audio_state is not None:
         # Keys of the replaced blocks' query, key, position bias and MLP are unused by locality-aware blocks.
         result = model.audio_encoder.load_state_dict(audio_state, strict=False)
-        if result.missing_keys:
+        missing = [k for k in result.missing_keys if not k.startswith(FUSION_PREFIXES)]
+        if missing or (result.missing_keys and not model.config.enable_fusion):
             raise ValueError(
-                f"Audio checkpoint {audio_model_name_or_path!r} lacks {result.missing_keys[:5]} ..."
+                f"Audio checkpoint {audio_model_name_or_path!r} lacks {(missing or result.missing_keys)[:5]} ..."
             )
     return model
 
@@ -135,7 +146,8 @@ def _audio_tower(name_or_path: str) -> tuple[dict, dict]:
         )
     if audio_config.enable_fusion:
         raise ValueError(
-            f"{name_or_path!r} uses feature fusion; MGA-CLAP's audio tower takes an unfused HTS-AT."
+            f"{name_or_path!r} uses feature fusion; start from an unfused HTS-AT (`--enable_fusion` adds the fusion "
+            "layers, freshly initialised)."
         )
     state = {k[len(prefix) :]: v for k, v in model.state_dict().items() if k.startswith(prefix)}
     return audio_config.to_dict(), state
