@@ -14,6 +14,11 @@ Tasks and the dataset columns they read (names overridable by flags):
 | tagging | `audio` + `labels` (list) | "{}" | mAP over classes |
 | sed | `audio` + `events` (`{"event_label", "onset", "offset"}`, s) | "{}" | PSDS1, PSDS2, collar / segment F1 |
 | grounding | `audio` + `phrase` + `segments` (`[[onset, offset], ...]`) | the phrase | PSDS at 0.7 / 0.1 / 0.5 (PSDSm) |
+| temporal | `audio` + `label` (single-sound clips, ESC-50 style) | "a before b", ... | ZSTE accuracy per relation, order |
+
+`temporal` (TeminAL's zero-shot temporal evaluation, `transformers_mgaclap.temporal.evaluate_temporal`) builds
+composite clips from pairs of labelled clips ("a then b", the overlay, "a" alone) and picks the best of the order,
+reversed-order, simultaneous and single captions; run `classification` / `retrieval` too to see the coarse tasks.
 
 Labels are prompted as the official scripts do: `_` becomes a space (SED also lower-cases). Evaluation is
 deterministic: clips longer than 10 s are cut from the start for the clip-level tasks (the official retrieval loader
@@ -39,7 +44,7 @@ import torch.nn.functional as F
 
 METRICS_DIR = Path(__file__).resolve().parents[1] / "metrics"
 SAMPLING_RATE = 32000
-TASKS = ("retrieval", "classification", "tagging", "sed", "grounding")
+TASKS = ("retrieval", "classification", "tagging", "sed", "grounding", "temporal")
 DEFAULT_PROMPTS = {"classification": "{} can be heard", "tagging": "{}", "sed": "{}", "grounding": "{}"}
 DEFAULT_COLUMNS = {
     "audio": "audio",
@@ -65,6 +70,10 @@ def synthetic_dataset(task: str, num_clips: int = 200, seed: int = 1234):
 
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}.")
+    if task == "temporal":
+        from transformers_mgaclap.temporal import build_labelled_clip_dataset
+
+        return build_labelled_clip_dataset(max(2, num_clips // 16), seed, "test")
     single = task == "classification"
     dataset = build_soundscape_dataset(
         num_clips,
@@ -425,6 +434,7 @@ def evaluate_task(
     batch_size: int = 16,
     num_plots: int = 0,
     plots_dir: str | Path = "plots",
+    num_temporal_pairs: int = 100,
 ) -> dict:
     """Run one task; returns `{"metrics": {name: value, ...}, "details": {...}}`."""
     columns = {**DEFAULT_COLUMNS, **(columns or {})}
@@ -446,6 +456,20 @@ def evaluate_task(
         return evaluate_grounding(
             model, processor, dataset, columns, batch_size, template, num_plots, Path(plots_dir)
         )
+    if task == "temporal":
+        from transformers_mgaclap.temporal import evaluate_temporal
+
+        label_column = _column(dataset, columns["label"], "temporal", "label")
+        metrics = evaluate_temporal(
+            model,
+            processor,
+            dataset,
+            num_pairs=num_temporal_pairs,
+            batch_size=batch_size,
+            audio_column=columns["audio"],
+            label_column=label_column,
+        )
+        return {"metrics": metrics, "details": {}}
     raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}.")
 
 
@@ -489,6 +513,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--num_plots", type=int, default=4, help="SED / grounding: PNG plots of the first N rows"
     )
+    parser.add_argument("--num_temporal_pairs", type=int, default=100, help="temporal: class-pair draws")
     parser.add_argument("--synthetic_clips", type=int, default=200)
     parser.add_argument(
         "--output_dir", default=None, help="default: <model>/eval_<task> or outputs/eval_<task>"
@@ -528,6 +553,7 @@ def main(argv=None) -> dict:
         batch_size=args.batch_size,
         num_plots=args.num_plots,
         plots_dir=output_dir / "plots",
+        num_temporal_pairs=args.num_temporal_pairs,
     )
     scalars, structured = scalar_metrics(results["metrics"])
     settings = {

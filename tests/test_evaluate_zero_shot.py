@@ -48,6 +48,7 @@ def saved_model(tmp_path_factory):
         ("tagging", ["mAP"]),
         ("sed", ["psds1", "psds2", "collar_f1", "segment_f1"]),
         ("grounding", ["psds1", "psds2", "psdsm"]),
+        ("temporal", ["accuracy", "accuracy_before", "order_accuracy"]),
     ],
 )
 def test_every_task_from_a_saved_dataset_folder(evaluator, saved_model, tmp_path, task, expected):
@@ -56,7 +57,8 @@ def test_every_task_from_a_saved_dataset_folder(evaluator, saved_model, tmp_path
     evaluator.synthetic_dataset(task, num_clips=4, seed=3).save_to_disk(data_dir)
     out = tmp_path / "out"
     argv = ["--model_name_or_path", str(folder), "--task", task, "--dataset_name", str(data_dir)]
-    scalars = evaluator.main(argv + ["--output_dir", str(out), "--num_plots", "2", "--batch_size", "4"])
+    options = ["--num_plots", "2", "--batch_size", "4", "--num_temporal_pairs", "6"]
+    scalars = evaluator.main(argv + ["--output_dir", str(out), *options])
     results = json.loads((out / "results.json").read_text())
     assert results == scalars
     for name in expected:
@@ -70,7 +72,7 @@ def test_every_task_from_a_saved_dataset_folder(evaluator, saved_model, tmp_path
     else:
         assert plots == []
     if task in ("classification", "sed"):  # deterministic: a second run gives the same numbers
-        assert evaluator.main(argv + ["--output_dir", str(tmp_path / "again"), "--num_plots", "0"]) == scalars
+        assert evaluator.main(argv + ["--output_dir", str(tmp_path / "again"), *options]) == scalars
 
 
 def test_retrieval_matches_embeddings_and_hand_computed_recall(evaluator, saved_model):
