@@ -5,7 +5,8 @@ mean of embeddings): report both clips/s and the memory; fusion should cost <= 1
 
 What is measured. Each mode runs in a fresh subprocess (the parent never imports torch, so the child's peak RSS is its
 own), on CPU with `torch.set_num_threads(--threads)`, with the paper's geometry (`MGAClapConfig()`: HTS-AT + bert-base
-+ 4096-word codebook; random weights, float32, eval, `torch.no_grad`) and the shipped float64 feature extractor:
++ 4096-word codebook; random weights, float32, eval, `torch.no_grad`) and the feature extractor (float64 STFT as
+shipped, or `--precision float32`):
 
 - `fusion`: 60 s clips through `MGAClapFeatureExtractor(enable_fusion=True)` and the fused model (global view + 3
   local crops, one HTS-AT pass per clip);
@@ -65,7 +66,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     fusion = args.mode == "fusion"
     model = MGAClapModel(MGAClapConfig(enable_fusion=fusion)).eval()
-    extractor = MGAClapFeatureExtractor(enable_fusion=fusion)
+    extractor = MGAClapFeatureExtractor(enable_fusion=fusion, precision=args.precision)
     seconds = WINDOW_SECONDS if args.mode == "single" else CLIP_SECONDS
     rng = np.random.default_rng(0)
     clips = [
@@ -121,7 +122,8 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_mode(mode: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", "--mode", mode, "--clips", str(args.clips),
-               "--batch-size", str(args.batch_size), "--threads", str(args.threads)]  # fmt: skip
+               "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+               "--precision", args.precision]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
@@ -137,6 +139,12 @@ def parse_args() -> argparse.Namespace:
         "--batch-size", type=int, default=None, help="clips per call (default 4, 2 with --quick)"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--precision",
+        choices=["float64", "float32"],
+        default="float64",
+        help="the extractor's STFT precision in every mode (float64 is the shipped default)",
+    )
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -155,7 +163,7 @@ def main() -> None:
         worker(args)
         return
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, "
-          f"{args.clips} clips per mode, batch {args.batch_size}")  # fmt: skip
+          f"{args.clips} clips per mode, batch {args.batch_size}, {args.precision} STFT")  # fmt: skip
     results = {mode: run_mode(mode, args) for mode in args.modes}
     for mode, r in results.items():
         print(
