@@ -30,29 +30,13 @@ import subprocess
 import sys
 import time
 
+from memory import reset_peak_rss, status_kib  # benchmarks/memory.py (scripts run from their folder)
+
 SAMPLING_RATE = 32000
 CLIP_SECONDS = 60.0
 WINDOW_SECONDS = 10.0
 TARGET_RATIO = 1.5
 MODES = ("single", "fusion", "windowed")
-
-
-def status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return True
 
 
 def worker(args: argparse.Namespace) -> None:

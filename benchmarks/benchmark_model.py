@@ -37,6 +37,7 @@ import sys
 import time
 
 import torch
+from memory import reset_peak_rss, status_kib  # benchmarks/memory.py (scripts run from their folder)
 from transformers import ClapConfig, ClapModel, ClapTextConfig
 
 from transformers_mgaclap import MGAClapConfig, MGAClapModel
@@ -218,21 +219,6 @@ def report_times(title: str, times: dict[str, list[float]], batch_size: int, ref
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss() -> None:
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # resets the address space's peak-RSS counter (VmHWM) to the current RSS
-    if abs(status_kib("VmHWM") - status_kib("VmRSS")) > 1024:
-        raise RuntimeError("the kernel did not reset VmHWM (needs Linux >= 4.0 and a writable clear_refs)")
-
-
 def peak_rss_kib() -> int:
     # VmHWM, not getrusage's ru_maxrss: ru_maxrss is also the max with the parent's peak inherited across
     # fork + exec, so in a subprocess of a big benchmark it reports the parent's footprint.
@@ -248,7 +234,10 @@ def memory_worker(name: str, batch_size: int, threads: int) -> None:
     calls = []
     for _ in range(2):
         before = status_kib("VmRSS")
-        reset_peak_rss()
+        if not reset_peak_rss():
+            raise RuntimeError(
+                "the kernel did not reset VmHWM (needs Linux >= 4.0 and a writable clear_refs)"
+            )
         with torch.no_grad():
             outputs = model(**inputs)
         peak = peak_rss_kib()

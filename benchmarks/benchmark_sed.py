@@ -37,26 +37,10 @@ import sys
 import tempfile
 import time
 
+from memory import reset_peak_rss, status_kib  # benchmarks/memory.py (scripts run from their folder)
+
 SAMPLING_RATE = 32000
 TARGET_RATIO = 1.2
-
-
-def status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return abs(status_kib("VmHWM") - status_kib("VmRSS")) <= 1024
 
 
 def synthesise(minutes: float, path: str) -> int:

@@ -1,0 +1,21 @@
+"""Peak-memory probes shared by the benchmarks (Linux `/proc`). Each benchmark measures in a fresh subprocess, so the
+counters are that process's own."""
+
+
+def status_kib(field: str) -> int:
+    """A `/proc/self/status` field in KiB, e.g. `VmRSS` (current) or `VmHWM` (peak)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (`clear_refs` 5, Linux >= 4.0); False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return abs(status_kib("VmHWM") - status_kib("VmRSS")) <= 1024
