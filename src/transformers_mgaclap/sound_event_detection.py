@@ -16,6 +16,7 @@ This module is copied next to the weights as remote code: it imports only torch,
 sibling modules.
 """
 
+import contextlib
 import copy
 import math
 import os
@@ -102,9 +103,6 @@ class _ArraySource:
     def read(self, start: int, length: int) -> torch.Tensor:
         return self.waveform[start : start + length].float()
 
-    def close(self) -> None:
-        pass
-
 
 class _FileSource:
     """Windows read from an audio file on demand (mono mix), so the recording is never loaded whole."""
@@ -133,14 +131,18 @@ class _FileSource:
         block = self.file.read(length, dtype="float32", always_2d=True)  # (samples, channels)
         return torch.from_numpy(block.mean(axis=1))  # the extractor rejects non-finite samples
 
-    def close(self) -> None:
-        self.file.close()
 
-
+@contextlib.contextmanager
 def _open_source(waveform, sampling_rate: int | None, default_rate: int):
-    if isinstance(waveform, (str, os.PathLike)):
-        return _FileSource(waveform, sampling_rate)
-    return _ArraySource(waveform, default_rate if sampling_rate is None else int(sampling_rate))
+    """An in-memory or file-backed recording for the duration of one call (the file is closed afterwards)."""
+    if not isinstance(waveform, (str, os.PathLike)):
+        yield _ArraySource(waveform, default_rate if sampling_rate is None else int(sampling_rate))
+        return
+    source = _FileSource(waveform, sampling_rate)
+    try:
+        yield source
+    finally:
+        source.file.close()
 
 
 @torch.no_grad()
@@ -180,119 +182,92 @@ def compute_long_audio_frame_similarity(
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
     target_rate = feature_extractor.sampling_rate
-    source = _open_source(waveform, sampling_rate, target_rate)
-    try:
-        return _stitch_windows(
-            model,
-            source,
-            text_inputs,
-            text_embeds,
-            feature_extractor,
-            window_seconds,
-            hop_seconds,
-            batch_size,
-            progress,
+    with _open_source(waveform, sampling_rate, target_rate) as source:
+        sampling_rate = source.sampling_rate
+        if window_seconds is None:
+            window_seconds = float(feature_extractor.max_length_s)
+        if window_seconds != feature_extractor.max_length_s:
+            # A shallow copy: only `max_length_s` differs, the filters are shared.
+            feature_extractor = copy.copy(feature_extractor)
+            feature_extractor.max_length_s = float(window_seconds)
+        window_samples = int(round(window_seconds * sampling_rate))
+        hop_samples = int(round(hop_seconds * sampling_rate))
+        num_samples = source.num_samples
+        duration = num_samples / sampling_rate
+        starts = window_starts(num_samples, window_samples, hop_samples)
+
+        parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        dtype = parameter.dtype if parameter is not None else torch.float32
+
+        if text_embeds is None:
+            text_inputs = {key: value.to(device) for key, value in text_inputs.items() if value is not None}
+            # (N, D), normalised, computed once for all windows
+            text_embeds = model.get_text_features(**text_inputs).pooler_output
+        num_queries = text_embeds.shape[0]
+
+        # Absolute grid of frames as long as the model's frames (10 / 32 s for 10 s windows); set on the first batch.
+        grid_step = None
+        num_cells = 0
+        sums = weights = None
+
+        batches = [starts[index : index + batch_size] for index in range(0, len(starts), batch_size)]
+        iterator = batches
+        if progress and tqdm is not None:
+            iterator = tqdm(batches, desc="MGA-CLAP windows", unit="batch")
+        for batch_starts in iterator:
+            windows = [source.read(start, window_samples) for start in batch_starts]
+            features = feature_extractor(
+                windows,
+                sampling_rate=sampling_rate,
+                resample=sampling_rate != target_rate,
+                padding_mode="zero",
+                truncation_mode="start",
+                return_tensors="pt",
+            )
+            audio = model.get_audio_features(
+                input_features=features["input_features"].to(device, dtype),
+                input_features_mask=features["input_features_mask"].to(device),
+            )
+            frames = F.normalize(audio.last_hidden_state.float(), dim=-1)
+            similarity = (frames @ text_embeds.float().t()).double().cpu()  # (b, T, N)
+            frame_mask = audio.local_mask.cpu().bool()  # (b, T)
+            num_frames = similarity.shape[1]
+            if sums is None:
+                grid_step = window_seconds / num_frames
+                num_cells = max(1, math.ceil(duration / grid_step - 1e-9))
+                sums = torch.zeros(num_cells, num_queries, dtype=torch.float64)
+                weights = torch.zeros(num_cells, dtype=torch.float64)
+            offsets = torch.tensor(batch_starts, dtype=torch.float64) / sampling_rate  # window start times
+            local = torch.arange(num_frames + 1, dtype=torch.float64) * grid_step
+            onsets = (offsets[:, None] + local[None, :-1]).flatten()  # (b * T,)
+            offsets_end = (offsets[:, None] + local[None, 1:]).flatten().clamp(max=duration)
+            values = similarity.reshape(-1, num_queries)
+            valid = frame_mask.flatten() & (offsets_end > onsets)
+            onsets, offsets_end, values = onsets[valid], offsets_end[valid], values[valid]
+            # A window frame is one grid step long, so it overlaps at most two grid frames: `first` and `first + 1`.
+            first = torch.floor(onsets / grid_step + 1e-9).long().clamp(max=num_cells - 1)
+            for cell in (first, first + 1):
+                cell_start = cell.double() * grid_step
+                overlap = (
+                    torch.minimum(offsets_end, cell_start + grid_step) - torch.maximum(onsets, cell_start)
+                ).clamp(min=0)
+                keep = (overlap > 1e-9) & (cell < num_cells)
+                sums.index_add_(0, cell[keep], values[keep] * overlap[keep, None])
+                weights.index_add_(0, cell[keep], overlap[keep])
+
+        covered = weights > 0
+        curve = torch.where(
+            covered[:, None], sums / weights.clamp(min=1e-12)[:, None], torch.zeros_like(sums)
         )
-    finally:
-        source.close()
-
-
-def _stitch_windows(
-    model,
-    source,
-    text_inputs,
-    text_embeds,
-    feature_extractor,
-    window_seconds,
-    hop_seconds,
-    batch_size,
-    progress,
-) -> LongAudioFrameSimilarity:
-    target_rate = feature_extractor.sampling_rate
-    sampling_rate = source.sampling_rate
-    if window_seconds is None:
-        window_seconds = float(feature_extractor.max_length_s)
-    if window_seconds != feature_extractor.max_length_s:
-        # A shallow copy: only `max_length_s` differs, the filters are shared.
-        feature_extractor = copy.copy(feature_extractor)
-        feature_extractor.max_length_s = float(window_seconds)
-    window_samples = int(round(window_seconds * sampling_rate))
-    hop_samples = int(round(hop_seconds * sampling_rate))
-    num_samples = source.num_samples
-    duration = num_samples / sampling_rate
-    starts = window_starts(num_samples, window_samples, hop_samples)
-
-    parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    dtype = parameter.dtype if parameter is not None else torch.float32
-
-    if text_embeds is None:
-        text_inputs = {key: value.to(device) for key, value in text_inputs.items() if value is not None}
-        text_embeds = model.get_text_features(
-            **text_inputs
-        ).pooler_output  # (N, D), normalised, computed once
-    num_queries = text_embeds.shape[0]
-
-    # Absolute grid of frames as long as the model's frames (10 / 32 s for 10 s windows); set on the first batch.
-    grid_step = None
-    num_cells = 0
-    sums = weights = None
-
-    batches = [starts[index : index + batch_size] for index in range(0, len(starts), batch_size)]
-    iterator = batches
-    if progress and tqdm is not None:
-        iterator = tqdm(batches, desc="MGA-CLAP windows", unit="batch")
-    for batch_starts in iterator:
-        windows = [source.read(start, window_samples) for start in batch_starts]
-        features = feature_extractor(
-            windows,
-            sampling_rate=sampling_rate,
-            resample=sampling_rate != target_rate,
-            padding_mode="zero",
-            truncation_mode="start",
-            return_tensors="pt",
+        boundaries = (torch.arange(num_cells + 1, dtype=torch.float64) * grid_step).clamp(max=duration)
+        return LongAudioFrameSimilarity(
+            frame_similarity=curve.float(),
+            frame_boundaries=boundaries,
+            frame_mask=covered.long(),
+            num_windows=len(starts),
+            duration=duration,
         )
-        audio = model.get_audio_features(
-            input_features=features["input_features"].to(device, dtype),
-            input_features_mask=features["input_features_mask"].to(device),
-        )
-        frames = F.normalize(audio.last_hidden_state.float(), dim=-1)
-        similarity = (frames @ text_embeds.float().t()).double().cpu()  # (b, T, N)
-        frame_mask = audio.local_mask.cpu().bool()  # (b, T)
-        num_frames = similarity.shape[1]
-        if sums is None:
-            grid_step = window_seconds / num_frames
-            num_cells = max(1, math.ceil(duration / grid_step - 1e-9))
-            sums = torch.zeros(num_cells, num_queries, dtype=torch.float64)
-            weights = torch.zeros(num_cells, dtype=torch.float64)
-        offsets = torch.tensor(batch_starts, dtype=torch.float64) / sampling_rate  # window start times
-        local = torch.arange(num_frames + 1, dtype=torch.float64) * grid_step
-        onsets = (offsets[:, None] + local[None, :-1]).flatten()  # (b * T,)
-        offsets_end = (offsets[:, None] + local[None, 1:]).flatten().clamp(max=duration)
-        values = similarity.reshape(-1, num_queries)
-        valid = frame_mask.flatten() & (offsets_end > onsets)
-        onsets, offsets_end, values = onsets[valid], offsets_end[valid], values[valid]
-        # A window frame is one grid step long, so it overlaps at most two grid frames: `first` and `first + 1`.
-        first = torch.floor(onsets / grid_step + 1e-9).long().clamp(max=num_cells - 1)
-        for cell in (first, first + 1):
-            cell_start = cell.double() * grid_step
-            overlap = (
-                torch.minimum(offsets_end, cell_start + grid_step) - torch.maximum(onsets, cell_start)
-            ).clamp(min=0)
-            keep = (overlap > 1e-9) & (cell < num_cells)
-            sums.index_add_(0, cell[keep], values[keep] * overlap[keep, None])
-            weights.index_add_(0, cell[keep], overlap[keep])
-
-    covered = weights > 0
-    curve = torch.where(covered[:, None], sums / weights.clamp(min=1e-12)[:, None], torch.zeros_like(sums))
-    boundaries = (torch.arange(num_cells + 1, dtype=torch.float64) * grid_step).clamp(max=duration)
-    return LongAudioFrameSimilarity(
-        frame_similarity=curve.float(),
-        frame_boundaries=boundaries,
-        frame_mask=covered.long(),
-        num_windows=len(starts),
-        duration=duration,
-    )
 
 
 def tokenize_queries(tokenizer, labels: list[str], hypothesis_template: str = "{}") -> dict:
