@@ -212,10 +212,10 @@ def clip_embeddings(model, processor, dataset, audio_column: str, batch_size: in
     return torch.cat(chunks)
 
 
-def frame_scores(model, processor, waveform: np.ndarray, text_embeds: torch.Tensor, frames=None, mask=None):
+def frame_scores(model, processor, waveform: np.ndarray, text_embeds: torch.Tensor, frames=None):
     """(T, Q) frame-text cosines and (T + 1,) boundaries in seconds for one clip of any length.
 
-    Up to 10 s: the repeat-padded clip's frames (precomputed `frames`/`mask` if given), cut at the clip's end. Longer:
+    Up to 10 s: the repeat-padded clip's frames (precomputed `frames` if given), cut at the clip's end. Longer:
     the sliding-window path of `transformers_mgaclap.sound_event_detection`.
     """
     from transformers_mgaclap.sound_event_detection import compute_long_audio_frame_similarity
@@ -228,8 +228,7 @@ def frame_scores(model, processor, waveform: np.ndarray, text_embeds: torch.Tens
         )
         return stitched.frame_similarity.double(), stitched.frame_boundaries
     if frames is None:
-        _, frames, mask = embed_audio(model, processor, [waveform], padding_mode="repeatpad")
-        frames, mask = frames[0], mask[0]
+        frames = embed_audio(model, processor, [waveform], padding_mode="repeatpad")[1][0]
     step = extractor.max_length_s / frames.shape[0]
     num_frames = min(frames.shape[0], math.ceil(duration / step - 1e-9))
     scores = frames[:num_frames].double() @ text_embeds.double().t()
@@ -305,26 +304,16 @@ def evaluate_tagging(model, processor, dataset, columns: dict, batch_size: int, 
 def _frame_level(model, processor, dataset, audio_column: str, batch_size: int, text_for_row):
     """Per row: (scores (T, Q) for the queries `text_for_row(index)` picks, boundaries, duration, waveform)."""
     for indices, waveforms in iterate_audio(dataset, audio_column, batch_size):
-        short = [
-            k
-            for k, w in enumerate(waveforms)
-            if len(w) <= processor.feature_extractor.max_length_s * SAMPLING_RATE
-        ]
-        frames = masks = None
+        # Clips up to 10 s are embedded as one batch; longer ones go through the windowed path one by one.
+        limit = processor.feature_extractor.max_length_s * SAMPLING_RATE
+        short = [k for k, w in enumerate(waveforms) if len(w) <= limit]
+        frames_of = {}
         if short:
-            _, frames, masks = embed_audio(
-                model, processor, [waveforms[k] for k in short], padding_mode="repeatpad"
-            )
+            frames = embed_audio(model, processor, [waveforms[k] for k in short], padding_mode="repeatpad")[1]
+            frames_of = dict(zip(short, frames, strict=True))
         for position, (index, waveform) in enumerate(zip(indices, waveforms, strict=True)):
-            text_embeds = text_for_row(index)
-            cached = short.index(position) if position in short else None
             scores, boundaries = frame_scores(
-                model,
-                processor,
-                waveform,
-                text_embeds,
-                frames=None if cached is None else frames[cached],
-                mask=None if cached is None else masks[cached],
+                model, processor, waveform, text_for_row(index), frames=frames_of.get(position)
             )
             yield index, scores, boundaries, len(waveform) / SAMPLING_RATE, waveform
 
