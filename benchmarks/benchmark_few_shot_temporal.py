@@ -11,13 +11,13 @@ minutes on 2 CPU cores):
     python benchmarks/benchmark_few_shot_temporal.py --quick   # smoke run (minutes)
 
 What is measured, all on clips the pre-training never saw (the "test" random stream of
-`temporal.build_labelled_clip_dataset`: 5 s single-event clips of the 16 synthetic classes):
+`data.soundscapes.build_labelled_clip_dataset`: 5 s single-event clips of the 16 synthetic classes):
 
 1. Few-shot: `--num_splits` fixed splits of `--n_way` of the 16 classes, `--episodes` episodes per split, K in
    `--k_shot`, `--n_query` queries per class; zero-shot, Tip-Adapter, Treff adapter, multi-grained (training-free)
    and multi-grained (trained), all on the same episodes with `FewShotConfig()` defaults (no tuning on these data).
    Class texts: "{label} can be heard" plus the class's own phrases as descriptions.
-2. Before and after TeminAL post-training (`examples/post_train_temporal.py` on clips of the training stream, with a
+2. Before and after TeminAL post-training (`transformers_mgaclap.training.teminal` on clips of the training stream, with a
    quarter of the class pairs held out): ZSTE accuracy on composites of the held-out pairs (per relation, 5
    candidates; order accuracy: true vs reversed order only), 16-way zero-shot classification of the single clips,
    and text-to-audio / audio-to-text R@1 on held-out soundscapes (5 captions per clip), the coarse tasks the
@@ -27,7 +27,6 @@ Writes `results.json` and `results.md` (README-ready tables) into `--output_dir`
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -99,14 +98,17 @@ def load(folder):
 @torch.no_grad()
 def coarse_and_temporal(model, processor, clips, waveforms, soundscapes, heldout_pairs, args) -> dict:
     """ZSTE on held-out pairs, 16-way zero-shot classification, retrieval R@1."""
-    from transformers_mgaclap.few_shot import (
+    from transformers_mgaclap.data.labels import label_text
+    from transformers_mgaclap.data.sources import load_waveforms
+    from transformers_mgaclap.embedding import embed_audio, embed_text
+    from transformers_mgaclap.evaluation.retrieval import retrieval_metrics
+    from transformers_mgaclap.extensions.few_shot import (
         default_class_prompts,
         extract_audio_features,
         extract_class_texts,
         zero_shot_logits,
     )
-    from transformers_mgaclap.temporal import embed_audio, embed_text, evaluate_temporal, label_text
-    from transformers_mgaclap.training import retrieval_recall
+    from transformers_mgaclap.extensions.temporal import evaluate_temporal
 
     names = [label_text(n) for n in clips.features["label"].names]
     features = extract_audio_features(model, processor, waveforms)
@@ -114,19 +116,15 @@ def coarse_and_temporal(model, processor, clips, waveforms, soundscapes, heldout
     predictions = zero_shot_logits(features, texts, 1.0).argmax(1).numpy()
     metrics = {"classification_accuracy": float((predictions == np.asarray(clips["label"])).mean())}
 
-    audio, text, text_to_audio = [], [], []
-    for start in range(0, len(soundscapes), 16):
-        rows = soundscapes[start : start + 16]
-        audio.append(
-            embed_audio(model, processor, [np.asarray(a["array"], np.float32) for a in rows["audio"]]).clip
-        )
-        captions = [c for clip_captions in rows["captions"] for c in clip_captions]
-        text.append(embed_text(model, processor, captions).pooled)
-        text_to_audio += [
-            start + i for i, clip_captions in enumerate(rows["captions"]) for _ in clip_captions
-        ]
-    recall = retrieval_recall(torch.cat(audio), torch.cat(text), torch.tensor(text_to_audio), ks=(1,))
-    metrics.update({key: value for key, value in recall.items()})
+    rate = processor.feature_extractor.sampling_rate
+    audio = embed_audio(
+        model, processor, load_waveforms(soundscapes, "audio", rate), batch_size=16
+    ).clip_embeds
+    captions = [caption for clip_captions in soundscapes["captions"] for caption in clip_captions]
+    owners = [clip for clip, clip_captions in enumerate(soundscapes["captions"]) for _ in clip_captions]
+    text = embed_text(model, processor, captions).text_embeds
+    recall = retrieval_metrics((text @ audio.t()).cpu().numpy(), owners, ks=(1,), percentage=False)
+    metrics.update({key: recall[key] for key in ("t2a_R@1", "a2t_R@1")})
     temporal = evaluate_temporal(
         model, processor, clips, num_pairs=args.temporal_pairs, pairs=heldout_pairs or None, seed=args.seed
     )
@@ -135,48 +133,36 @@ def coarse_and_temporal(model, processor, clips, waveforms, soundscapes, heldout
 
 
 def run_post_training(args, out: str) -> float:
-    spec = importlib.util.spec_from_file_location(
-        "post_train_temporal", ROOT / "examples" / "post_train_temporal.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from transformers_mgaclap.training.teminal import TemporalPostTrainingArguments, post_train_temporal
+
     started = time.perf_counter()
-    code = module.main(
-        [
-            "--model_name_or_path", args.model_name_or_path,
-            "--output_dir", out,
-            "--synthetic_clips_per_class", str(args.train_clips_per_class),
-            "--heldout_pair_fraction", str(args.heldout_pair_fraction),
-            "--stage_a_steps", str(args.stage_a_steps),
-            "--stage_b_steps", str(args.stage_b_steps),
-            "--pairs_per_batch", str(args.pairs_per_batch),
-            "--learning_rate", str(args.learning_rate),
-            "--seed", str(args.seed),
-            "--logging_steps", "10",
-        ]
-    )  # fmt: skip
+    code = post_train_temporal(
+        TemporalPostTrainingArguments(
+            model_name_or_path=args.model_name_or_path,
+            output_dir=out,
+            synthetic_clips_per_class=args.train_clips_per_class,
+            heldout_pair_fraction=args.heldout_pair_fraction,
+            stage_a_steps=args.stage_a_steps,
+            stage_b_steps=args.stage_b_steps,
+            pairs_per_batch=args.pairs_per_batch,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            logging_steps=10,
+        )
+    )
     if code != 0:
-        raise RuntimeError(f"post_train_temporal.py exited with {code}")
+        raise RuntimeError(f"The post-training exited with {code}")
     return time.perf_counter() - started
 
 
 def tables(results: dict) -> str:
-    few = results["few_shot"]
-    shots = sorted({row["k_shot"] for row in few})
+    from transformers_mgaclap.extensions.few_shot import markdown_table
+
     lines = [
         f"**Few-shot** ({results['protocol']}): mean accuracy (%) ± 95 % interval over episodes",
         "",
-        "| method | " + " | ".join(f"K = {k}" for k in shots) + " |",
-        "|---|" + "---:|" * len(shots),
+        markdown_table(results["few_shot"]),
     ]
-    for method in dict.fromkeys(row["method"] for row in few):
-        cells = [
-            "{:.1f} ± {:.1f}".format(100 * r["mean"], 100 * r["ci95"])
-            for k in shots
-            for r in few
-            if r["method"] == method and r["k_shot"] == k
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     before, after = results["before"], results["after"]
     lines += [
         "",
@@ -201,28 +187,29 @@ def main(argv=None) -> int:
         print(f"No model at {args.model_name_or_path}: run `accelerate launch examples/pretrain.py` first.")
         return 1
     os.makedirs(args.output_dir, exist_ok=True)
-    from transformers_mgaclap.few_shot import (
+    from transformers_mgaclap.data.labels import label_text
+    from transformers_mgaclap.data.soundscapes import (
+        build_labelled_clip_dataset,
+        build_soundscape_dataset,
+        get_sound_event_class,
+    )
+    from transformers_mgaclap.data.sources import load_waveforms
+    from transformers_mgaclap.extensions.few_shot import (
         FewShotConfig,
         default_class_prompts,
         extract_audio_features,
         extract_class_texts,
+        few_shot_table,
         fixed_class_splits,
         logit_scale_value,
-        run_episodes,
     )
-    from transformers_mgaclap.soundscapes import build_soundscape_dataset, get_sound_event_class
-    from transformers_mgaclap.temporal import (
-        build_labelled_clip_dataset,
-        label_text,
-        load_waveforms,
-        split_class_pairs,
-    )
+    from transformers_mgaclap.extensions.temporal import split_class_pairs
 
     started = time.perf_counter()
     timings = {}
     model, processor = load(args.model_name_or_path)
     clips = build_labelled_clip_dataset(args.clips_per_class, seed=args.seed, split_name="test")
-    waveforms = load_waveforms(clips, processor.feature_extractor.sampling_rate)
+    waveforms = load_waveforms(clips, "audio", processor.feature_extractor.sampling_rate)
     soundscapes = build_soundscape_dataset(args.retrieval_clips, seed=args.seed, split_name="test")
     names = clips.features["label"].names
     labels = clips["label"]
@@ -237,22 +224,11 @@ def main(argv=None) -> int:
         config.train_epochs = config.treff_epochs = 2
     texts = extract_class_texts(model, processor, prompts, config.fine_grained_text)
     splits = fixed_class_splits(len(names), args.num_splits, args.n_way, seed=args.seed)
-    few_shot = []
-    # Episodes are many small tensor operations: one thread avoids the synchronisation overhead of several
-    # (an order of magnitude on a loaded 2-core machine).
-    torch.set_num_threads(1)
-    for k_shot in args.k_shot:
-        result = run_episodes(
-            features, labels, texts, splits, k_shot, args.n_query, args.episodes,
-            config=config, seed=args.seed, logit_scale=logit_scale_value(model),
-        )  # fmt: skip
-        few_shot += [{"method": m, "k_shot": k_shot, **s} for m, s in result.summary().items()]
-        print(
-            f"{k_shot}-shot: " + ", ".join(f"{r['method']} {r['mean']:.3f}" for r in few_shot[-5:]),
-            flush=True,
-        )
+    few_shot = few_shot_table(
+        features, labels, texts, splits, args.k_shot, args.n_query, args.episodes,
+        config=config, seed=args.seed, logit_scale=logit_scale_value(model), progress=True,
+    )  # fmt: skip
     timings["few_shot_s"] = time.perf_counter() - tick
-    torch.set_num_threads(args.threads)
 
     # 2. Temporal and coarse tasks before and after post-training.
     _, heldout_pairs = split_class_pairs(len(names), args.heldout_pair_fraction, seed=0)

@@ -37,10 +37,11 @@ import sys
 import time
 
 import torch
-from memory import reset_peak_rss, status_kib  # benchmarks/memory.py (scripts run from their folder)
 from transformers import ClapConfig, ClapModel, ClapTextConfig
 
 from transformers_mgaclap import MGAClapConfig, MGAClapModel
+
+from memory import reset_peak_rss, status_kib  # benchmarks/memory.py (scripts run from their folder)
 
 TEXT_LENGTH = 30  # the official caption length, [CLS] and [SEP] included
 MEL_FRAMES = 1001  # 10 s at 32 kHz with hop 320

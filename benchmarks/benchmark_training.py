@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training throughput of MGA-CLAP vs vanilla CLAP (transformers' ClapModel), and data-pipeline headroom.
 
-1. The training step of `examples/pretrain.py` (forward, global-batch loss, backward, AdamW step) on collated
+1. The training step of `transformers_mgaclap.training.pretraining` (forward, global-batch loss, backward, AdamW step) on collated
    batches of the embedded default (synthetic 10 s clips, small HTS-AT, MiniLM-size text tower), against the same
    loop with transformers' `ClapModel` built with the same HTS-AT and a text tower of the same size. Clips/s and the
    ratio MGA-CLAP / CLAP (target >= 0.9).
@@ -19,28 +19,21 @@ import torch
 from transformers import AutoTokenizer, ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor
-from transformers_mgaclap.data import AudioCaptionCollator, load_audio_caption_dataset
-from transformers_mgaclap.soundscapes import build_soundscape_dataset
-from transformers_mgaclap.training import build_model, global_contrastive_loss
+from transformers_mgaclap.data.captions import AudioCaptionCollator, load_audio_caption_dataset
+from transformers_mgaclap.data.soundscapes import build_soundscape_dataset
+from transformers_mgaclap.training.contrastive import global_contrastive_loss
+from transformers_mgaclap.training.model import build_model
+from transformers_mgaclap.training.pretraining import EMBEDDED_AUDIO, EMBEDDED_DEFAULTS
 
 
 def embedded_default_model(text_path: str):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "pretrain", Path(__file__).parents[1] / "examples" / "pretrain.py"
-    )
-    pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pretrain)
-    defaults = pretrain.EMBEDDED_DEFAULTS
-    model = build_model(
+    """The model of the embedded default recipe, with `text_path` as its text tower."""
+    return build_model(
         text_path,
-        audio_config=dict(pretrain.EMBEDDED_AUDIO),
-        codebook_size=defaults["codebook_size"],
-        projection_dim=defaults["projection_dim"],
+        audio_config=dict(EMBEDDED_AUDIO),
+        codebook_size=EMBEDDED_DEFAULTS["codebook_size"],
+        projection_dim=EMBEDDED_DEFAULTS["projection_dim"],
     )
-    return model
 
 
 def clap_like(model) -> ClapModel:

@@ -2,7 +2,7 @@
 
 Every variant is trained by `examples/pretrain.py`'s embedded default (same seed, data, budget and small HTS-AT; only
 the MGA-CLAP switches differ) and then evaluated zero-shot on a held-out strongly labelled synthetic set (the
-generator's "test" stream, never seen in training or validation) with `examples/evaluate_zero_shot.py`:
+generator's "test" stream, never seen in training or validation) with `transformers_mgaclap.evaluation`:
 
 | variant | switches |
 |---|---|
@@ -23,7 +23,6 @@ Outputs: `--output_dir` (default outputs/ablations): one trained folder per vari
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -64,16 +63,6 @@ METRICS = {  # task -> (metric key in the evaluation results, column title)
 }
 
 
-def load_evaluator():
-    """`examples/evaluate_zero_shot.py` as a module (examples are scripts, not package code)."""
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_zero_shot", ROOT / "examples" / "evaluate_zero_shot.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def train(name: str, args: argparse.Namespace) -> tuple[Path, float | None]:
     """Train one variant unless its folder already holds a finished model; returns (folder, seconds or None)."""
     folder = Path(args.output_dir) / name
@@ -100,44 +89,24 @@ def train(name: str, args: argparse.Namespace) -> tuple[Path, float | None]:
     return folder, time.perf_counter() - start
 
 
-def frame_accuracy(evaluator, model, processor, dataset) -> float:
-    """Share of frames inside exactly one reference event whose best-scoring class (of all classes) is that event's.
-
-    A diagnostic of frame-level alignment that does not depend on thresholds or on event boundaries.
-    """
-    classes = sorted({e["event_label"] for row in dataset["events"] for e in row})
-    text = evaluator.embed_texts(
-        model, processor, [evaluator.prompt_text(c, "{}", lower=True) for c in classes], 32
-    )
-    hits = total = 0
-    for indices, waveforms in evaluator.iterate_audio(dataset, "audio", 16):
-        for index, waveform in zip(indices, waveforms, strict=True):
-            scores, boundaries = evaluator.frame_scores(model, processor, waveform, text)
-            centres = ((boundaries[:-1] + boundaries[1:]) / 2).numpy()
-            for frame, centre in enumerate(centres):
-                active = {
-                    e["event_label"] for e in dataset[index]["events"] if e["onset"] <= centre < e["offset"]
-                }
-                if len(active) == 1:
-                    total += 1
-                    hits += classes[int(scores[frame].argmax())] in active
-    return hits / max(total, 1)
-
-
-def evaluate_variant(evaluator, folder: Path, args: argparse.Namespace) -> dict[str, float]:
+def evaluate_variant(folder: Path, args: argparse.Namespace) -> dict[str, float]:
     from transformers import AutoModel, AutoProcessor
+
+    from transformers_mgaclap.evaluation.frames import frame_accuracy
+    from transformers_mgaclap.evaluation.synthetic import synthetic_dataset
+    from transformers_mgaclap.evaluation.tasks import evaluate_task
 
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     scores = {}
     for task, (key, _) in list(METRICS.items())[:4]:
-        dataset = evaluator.synthetic_dataset(task, num_clips=args.eval_clips, seed=args.eval_seed)
-        results = evaluator.evaluate_task(model, processor, dataset, task, batch_size=16)
+        dataset = synthetic_dataset(task, num_clips=args.eval_clips, seed=args.eval_seed)
+        results = evaluate_task(model, processor, dataset, task, batch_size=16)
         scores[task] = results["metrics"][key]
         if task == "sed":  # the lenient scenario and the F1s show what PSDS1's strict 0.7 criteria hide
             for extra in ("psds2", "segment_f1", "collar_f1"):
                 scores[f"sed_{extra}"] = results["metrics"][extra]
-            scores["frame_accuracy"] = frame_accuracy(evaluator, model, processor, dataset)
+            scores["frame_accuracy"] = frame_accuracy(model, processor, dataset)
     return scores
 
 
@@ -176,13 +145,12 @@ def main() -> None:
     trained = {name: train(name, args) for name in args.variants}
     if args.train_only:
         return
-    evaluator = load_evaluator()
     rows = []
     for name, (folder, seconds) in trained.items():
         history = json.loads((folder / "training_history.json").read_text())
         # ln(batch) = 3.47 is chance for the batch-32 contrastive loss: a variant near it has not learned.
         final_loss = sum(entry["loss"] for entry in history["train_log"][-10:]) / 10
-        scores = evaluate_variant(evaluator, folder, args)
+        scores = evaluate_variant(folder, args)
         rows.append(
             {
                 "variant": name,

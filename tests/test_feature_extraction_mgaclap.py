@@ -11,7 +11,7 @@ import torch
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
 from transformers_mgaclap import MGAClapFeatureExtractor
-from transformers_mgaclap.feature_extraction_mgaclap import _resample
+from transformers_mgaclap.audio_input import resample as _resample
 
 SR = 32000
 MAX_SAMPLES = 320_000
@@ -299,7 +299,11 @@ def _clip(samples: int = 8000) -> np.ndarray:
         ([_clip(), np.zeros(0, np.float32)], {}, ["Clip 1", "empty"]),
         ([_clip(), np.array([0.1, np.nan], np.float32)], {}, ["Clip 1", "NaN"]),
         ([np.array([0.1, np.inf, 0.0])], {}, ["Clip 0", "infinite"]),
-        ([_clip(), np.zeros((2, 2, 100), np.float32)], {}, ["Clip 1", "3 dimensions", "(channels, samples)"]),
+        (
+            [_clip(), np.zeros((2, 2, 100), np.float32)],
+            {},
+            ["Clip 1", "shape (2, 2, 100)", "(channels, samples)"],
+        ),
         ([np.zeros((8000, 2), np.float32)], {}, ["Clip 0", "(channels, samples)", "transpose"]),
         (np.zeros((8000, 2), np.float32), {}, ["(samples, channels)", "(channels, samples)", "audio.T"]),
         (np.zeros((2, 2, 100), np.float32), {}, ["shape (2, 2, 100)"]),

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_AUDIO, text_inputs, tiny_model
 from test_feature_extraction_mgaclap import reference_log_mel
 from transformers import ClapAudioConfig
 from transformers.models.clap.modeling_clap import ClapAudioPatchEmbed
 
 from transformers_mgaclap import MGAClapConfig, MGAClapFeatureExtractor, MGAClapModel
 from transformers_mgaclap.modeling_mgaclap import MGAClapFusionPatchEmbed
+
+from conftest import TINY_AUDIO, text_inputs, tiny_model
 
 SR = 32000
 FRAMES = 1001

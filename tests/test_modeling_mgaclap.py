@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_AUDIO, audio_inputs, text_inputs, tiny_model
 from transformers import ClapAudioConfig
 from transformers.models.clap.modeling_clap import ClapAudioEncoder
 
@@ -18,6 +17,8 @@ from transformers_mgaclap.modeling_mgaclap import (
     embedding_regularization,
     hard_negative_loss,
 )
+
+from conftest import TINY_AUDIO, audio_inputs, text_inputs, tiny_model
 
 # ---------------------------------------------------------------------------------------------------------------
 # float64 references, written from the paper's equations (not from the implementation)

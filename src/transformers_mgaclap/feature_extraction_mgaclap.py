@@ -14,7 +14,6 @@ which path each clip took.
 """
 
 import copy
-import math
 import numbers
 from typing import Any
 
@@ -25,6 +24,9 @@ from transformers import BatchFeature, SequenceFeatureExtractor
 from transformers.audio_utils import mel_filter_bank
 from transformers.utils import TensorType, logging
 
+from .audio_input import as_mono_waveform
+from .audio_input import resample as resample_waveform
+
 logger = logging.get_logger(__name__)
 
 PADDING_MODES = ("repeatpad", "repeat", "zero")
@@ -34,11 +36,6 @@ PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
 # Matmul blocks of 16 mel bands: each band covers a narrow range of FFT bins, so the dense (513, 64) product
 # would spend about 4x more multiply-adds on zeros.
 _MEL_BLOCK_SIZE = 16
-# torchaudio's `resample` defaults: sinc zero crossings per side and cut-off relative to the lower Nyquist rate.
-_LOWPASS_FILTER_WIDTH = 6
-_ROLLOFF = 0.99
-# A polyphase kernel this large (elements) means near-coprime rates, e.g. 32001 -> 32000 Hz.
-_MAX_RESAMPLE_KERNEL = 1 << 26
 # STFT frames per block for clips of any length (fusion): bounds memory at ~16 MB in float64 for 10 min of audio.
 _LONG_CLIP_FRAME_BLOCK = 2048
 # Fusion: one global view and three local views (LAION's `mel_fusion`).
@@ -49,72 +46,6 @@ def _check_choice(name: str, value: str, allowed) -> str:
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}.")
     return value
-
-
-def _sinc_resample_kernel(
-    orig_freq: int,
-    new_freq: int,
-    lowpass_filter_width: int = _LOWPASS_FILTER_WIDTH,
-    rolloff: float = _ROLLOFF,
-) -> tuple[torch.Tensor, int]:
-    """Hann-windowed sinc low-pass as a polyphase filter bank (the scheme of torchaudio's default `resample`).
-
-    Args:
-        orig_freq (`int`): input rate, already divided by gcd(orig_freq, new_freq).
-        new_freq (`int`): output rate, already divided by the same gcd.
-        lowpass_filter_width (`int`): zero crossings of the sinc on each side.
-        rolloff (`float`): cut-off as a fraction of the lower of the two Nyquist frequencies.
-
-    Returns:
-        `tuple[torch.Tensor, int]`: float64 kernel of shape `(new_freq, 1, 2 * width + orig_freq)` (one row per output
-        phase) and `width`, the number of input samples the filter reaches on each side.
-    """
-    base_freq = min(orig_freq, new_freq) * rolloff
-    width = math.ceil(lowpass_filter_width * orig_freq / base_freq)
-    taps = torch.arange(-width, width + orig_freq, dtype=torch.float64) / orig_freq
-    phases = torch.arange(0, -new_freq, -1, dtype=torch.float64)[:, None] / new_freq
-    # Time from each output sample to each input tap, in units of the cut-off period.
-    t = ((phases + taps) * base_freq).clamp_(-lowpass_filter_width, lowpass_filter_width)
-    window = torch.cos(t * (math.pi / (2 * lowpass_filter_width))) ** 2
-    kernel = torch.special.sinc(t) * window * (base_freq / orig_freq)
-    return kernel[:, None, :], width
-
-
-def _resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tensor:
-    """Resample with a windowed-sinc polyphase filter (6 zero crossings, roll-off 0.99, Hann window).
-
-    Behaves like `torchaudio.functional.resample` with its defaults, without needing torchaudio. The signal is taken
-    as zero outside its ends, so the first and last ~6 output periods of the lower rate are attenuated.
-
-    Args:
-        waveform (`torch.Tensor` of shape `(..., time)`): floating-point audio.
-        orig_freq (`int`): rate of `waveform` in Hz.
-        new_freq (`int`): wanted rate in Hz.
-
-    Returns:
-        `torch.Tensor` of shape `(..., ceil(time * new_freq / orig_freq))`, same dtype as `waveform`.
-    """
-    if orig_freq <= 0 or new_freq <= 0 or int(orig_freq) != orig_freq or int(new_freq) != new_freq:
-        raise ValueError(f"Sampling rates must be positive integers, got {orig_freq} and {new_freq}.")
-    orig_freq, new_freq = int(orig_freq), int(new_freq)
-    if orig_freq == new_freq:
-        return waveform
-    gcd = math.gcd(orig_freq, new_freq)
-    orig, new = orig_freq // gcd, new_freq // gcd
-    taps = orig + 2 * math.ceil(_LOWPASS_FILTER_WIDTH * orig / (min(orig, new) * _ROLLOFF))
-    if new * taps > _MAX_RESAMPLE_KERNEL:
-        raise ValueError(
-            f"Resampling {orig_freq} Hz -> {new_freq} Hz needs a polyphase filter with {new} phases, which is too "
-            "large; resample the audio with a dedicated library first."
-        )
-    kernel, width = _sinc_resample_kernel(orig, new)
-    shape = waveform.shape
-    flat = waveform.reshape(-1, 1, shape[-1])
-    padded = torch.nn.functional.pad(flat, (width, width + orig))
-    phases = torch.nn.functional.conv1d(padded, kernel.to(waveform.dtype), stride=orig)  # (n, new, blocks)
-    resampled = phases.transpose(1, 2).reshape(flat.shape[0], -1)
-    target_length = -(-shape[-1] * new // orig)
-    return resampled[:, :target_length].reshape(*shape[:-1], target_length)
 
 
 def _banded_mel_blocks(
@@ -174,51 +105,11 @@ def _split_batch(raw_audio) -> list:
 
 
 def _clip_to_tensor(clip, index: int) -> torch.Tensor:
-    """Validate one clip and return it as a float32 (float64 if given as float64) mono tensor `(samples,)`."""
-    tensor = clip.detach().cpu() if isinstance(clip, torch.Tensor) else _numpy_to_tensor(clip, index)
-    if not tensor.is_floating_point():
-        raise ValueError(_dtype_message(index, tensor.dtype))
-    if tensor.dtype != torch.float64:
-        tensor = tensor.float()
-    if tensor.ndim == 2:
-        if tensor.shape[0] > tensor.shape[1]:
-            raise ValueError(
-                f"Clip {index} has shape {tuple(tensor.shape)}; a 2-D clip must be laid out as (channels, samples). "
-                "It looks like (samples, channels), as soundfile returns: transpose it (`audio.T`)."
-            )
-        tensor = tensor.mean(dim=0)
-    elif tensor.ndim != 1:
-        raise ValueError(
-            f"Clip {index} has {tensor.ndim} dimensions (shape {tuple(tensor.shape)}); expected 1-D (samples,) or "
-            "2-D (channels, samples)."
-        )
-    if tensor.numel() == 0:
-        raise ValueError(f"Clip {index} is empty (0 samples).")
-    # A finite sum proves every sample finite, ~50x cheaper than isfinite().all(); overflow gets the full check.
-    if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
-        raise ValueError(f"Clip {index} contains NaN or infinite values.")
-    return tensor
-
-
-def _numpy_to_tensor(clip, index: int) -> torch.Tensor:
-    try:
-        array = np.asarray(clip)
-    except ValueError as error:  # ragged nested lists
-        raise ValueError(f"Clip {index} is not a rectangular numeric array: {error}") from error
-    if array.dtype.kind != "f":
-        raise ValueError(_dtype_message(index, array.dtype))
-    if array.dtype not in (np.float16, np.float32, np.float64) or not array.dtype.isnative:
-        array = array.astype(np.float64)
-    if not array.flags.writeable or any(stride < 0 for stride in array.strides):
-        array = array.copy()  # torch.from_numpy rejects both
-    return torch.from_numpy(array)
-
-
-def _dtype_message(index: int, dtype) -> str:
-    return (
-        f"Clip {index} has dtype {dtype}; expected floating-point audio in [-1, 1]. Convert integer PCM first, "
-        "e.g. `audio.astype(np.float32) / 32768` for int16."
-    )
+    """Validate one clip (see [`~audio_input.as_mono_waveform`]): a float32 (float64 if given so) mono `(samples,)`."""
+    waveform = as_mono_waveform(clip, f"Clip {index}", keep_float64=True)
+    if not waveform.flags.writeable or any(stride < 0 for stride in waveform.strides):
+        waveform = waveform.copy()  # torch.from_numpy rejects both
+    return torch.from_numpy(waveform)
 
 
 class MGAClapFeatureExtractor(SequenceFeatureExtractor):
@@ -396,7 +287,7 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
                 Overrides `self.truncation_mode` for this call.
             resample (`bool`, *optional*, defaults to `False`):
                 Resample clips whose `sampling_rate` differs from `self.sampling_rate` (windowed-sinc, see
-                `_resample`). Without it a different rate is an error.
+                [`~audio_input.resample`]). Without it a different rate is an error.
             generator (`torch.Generator`, *optional*):
                 Random source for `truncation_mode="random"`, for reproducible crops.
             kwargs:
@@ -419,7 +310,7 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         sampling_rate = self._check_sampling_rate(sampling_rate, resample)
         clips = [_clip_to_tensor(clip, index) for index, clip in enumerate(_split_batch(raw_audio))]
         if sampling_rate != self.sampling_rate:
-            clips = [_resample(clip, sampling_rate, self.sampling_rate) for clip in clips]
+            clips = [resample_waveform(clip, sampling_rate, self.sampling_rate) for clip in clips]
         if self.enable_fusion:
             return self._fusion_features(clips, padding_mode, truncation_mode, generator, return_tensors)
         if truncation_mode != "random" and any(clip.shape[-1] > self.max_samples for clip in clips):

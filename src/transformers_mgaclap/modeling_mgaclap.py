@@ -740,7 +740,7 @@ class MGAClapModel(MGAClapPreTrainedModel):
 
         Training scripts call this on embeddings gathered from all processes to get the global-batch loss.
         """
-        logits_per_audio = audio_embeds @ text_embeds.t() / self._temperature()
+        logits_per_audio = audio_embeds @ text_embeds.t() / self.clamped_temperature()
         if self.config.loss == "clap":
             loss = clap_loss(logits_per_audio)
         else:
@@ -751,8 +751,11 @@ class MGAClapModel(MGAClapPreTrainedModel):
             loss = loss + embedding_regularization(audio_embeds, text_embeds)
         return loss
 
-    def _temperature(self) -> torch.Tensor:
-        # The official code never clamps; the floor only guards against a diverged run (CLIP caps 1/tau at 100).
+    def clamped_temperature(self) -> torch.Tensor:
+        """The learned temperature tau floored at 0.01: logits are cosines / tau.
+
+        The official code never clamps; the floor only guards against a diverged run (CLIP caps 1/tau at 100).
+        """
         return self.temperature.clamp(min=0.01)
 
     @can_return_tuple
@@ -779,7 +782,7 @@ class MGAClapModel(MGAClapPreTrainedModel):
         """
         audio = self.get_audio_features(input_features, input_features_mask, is_longer)
         text = self.get_text_features(input_ids, attention_mask, token_type_ids)
-        logits_per_audio = audio.pooler_output @ text.pooler_output.t() / self._temperature()
+        logits_per_audio = audio.pooler_output @ text.pooler_output.t() / self.clamped_temperature()
         loss = None
         if return_loss:
             if audio.pooler_output.shape[0] != text.pooler_output.shape[0]:

@@ -9,13 +9,12 @@ trust_remote_code=True)` works where the package is not installed.
 
 from typing import Any
 
-import numpy as np
-import torch
 from transformers import Pipeline
-from transformers.pipelines.audio_utils import ffmpeg_read
 
-from .processing_mgaclap import DEFAULT_THRESHOLD, post_process_sound_event_detection
-from .sound_event_detection import compute_long_audio_frame_similarity, tokenize_queries
+from .audio_input import open_audio
+from .embedding import embed_text
+from .processing_mgaclap import DEFAULT_THRESHOLD, format_queries, post_process_sound_event_detection
+from .sound_event_detection import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_BATCH_SIZE, frame_similarity_of_source
 
 TASK = "zero-shot-audio-event-detection"
 
@@ -57,10 +56,11 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
 
         Args:
             audio (`np.ndarray`, `str`, `bytes` or `dict`, or a list of them):
-                A 1-D float array at the feature extractor's rate (32 kHz); a path to an audio file or its bytes
-                (decoded and resampled by ffmpeg, as transformers' audio pipelines do); or
-                `{"array": np.ndarray, "sampling_rate": int}` (`"raw"` is accepted for `"array"`), resampled by the
-                feature extractor (`resample=True`).
+                Any form of the package's audio input layer (`audio_input.open_audio`): a float array `(samples,)`
+                or `(channels, samples)` at the feature extractor's rate (32 kHz); a path to an audio file or its
+                bytes (read window by window, so recordings of any length fit in memory); a `datasets` Audio cell or
+                `{"array": np.ndarray, "sampling_rate": int}` (`"raw"` is accepted for `"array"`). Other rates are
+                resampled window by window.
             candidate_labels (`list[str]`): class names or phrases.
             hypothesis_template (`str`, *optional*, defaults to `"{}"`): prompt format; the official SED prompt is the
                 bare label.
@@ -87,56 +87,37 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
         postprocess = {key: kwargs[key] for key in _POSTPROCESS_KEYS if key in kwargs}
         return preprocess, forward, postprocess
 
-    def _decode(self, audio) -> tuple[np.ndarray, int]:
-        target_rate = self.feature_extractor.sampling_rate
-        if isinstance(audio, str):
-            with open(audio, "rb") as handle:
-                audio = handle.read()
-        if isinstance(audio, bytes):
-            return ffmpeg_read(audio, target_rate), target_rate
-        if isinstance(audio, dict):
-            array = audio.get("array", audio.get("raw"))
-            if array is None or "sampling_rate" not in audio:
-                raise ValueError('A dict input needs "array" (or "raw") and "sampling_rate".')
-            audio, rate = array, int(audio["sampling_rate"])
-        else:
-            rate = target_rate
-        if isinstance(audio, torch.Tensor):
-            audio = audio.detach().cpu().numpy()
-        if not isinstance(audio, np.ndarray):
-            raise TypeError(f"Expected a numpy array, a path, bytes or a dict, got {type(audio).__name__}.")
-        if audio.ndim == 2 and min(audio.shape) <= 8:  # (channels, samples) or (samples, channels): mix down
-            audio = audio.mean(axis=0 if audio.shape[0] <= audio.shape[1] else 1)
-        if audio.ndim != 1:
-            raise ValueError(f"Expected mono audio of shape (samples,), got shape {audio.shape}.")
-        return audio, rate
-
     def preprocess(self, audio, candidate_labels=None, hypothesis_template="{}"):
         if candidate_labels is None:
             raise ValueError("Pass `candidate_labels`: the class names or phrases to detect.")
         labels = [candidate_labels] if isinstance(candidate_labels, str) else list(candidate_labels)
-        waveform, rate = self._decode(audio)
+        # The audio is only opened in `_forward`, window by window: a long file is never decoded whole.
         return {
-            "waveform": waveform,
-            "sampling_rate": rate,
+            "audio": audio,
             "candidate_labels": labels,
-            "text_inputs": tokenize_queries(self.tokenizer, labels, hypothesis_template),
+            "queries": format_queries(labels, hypothesis_template),
         }
 
     def _forward(
-        self, model_inputs, window_seconds=None, hop_seconds=5.0, window_batch_size=8, progress=False
+        self,
+        model_inputs,
+        window_seconds=None,
+        hop_seconds=DEFAULT_HOP_SECONDS,
+        window_batch_size=DEFAULT_WINDOW_BATCH_SIZE,
+        progress=False,
     ):
-        stitched = compute_long_audio_frame_similarity(
-            self.model,
-            model_inputs["waveform"],
-            model_inputs["text_inputs"],
-            self.feature_extractor,
-            sampling_rate=model_inputs["sampling_rate"],
-            window_seconds=window_seconds,
-            hop_seconds=hop_seconds,
-            batch_size=window_batch_size,
-            progress=progress,
-        )
+        text_embeds = embed_text(self.model, self, model_inputs["queries"]).text_embeds
+        with open_audio(model_inputs["audio"], default_rate=self.feature_extractor.sampling_rate) as source:
+            stitched = frame_similarity_of_source(
+                self.model,
+                source,
+                text_embeds,
+                self.feature_extractor,
+                window_seconds=window_seconds,
+                hop_seconds=hop_seconds,
+                batch_size=window_batch_size,
+                progress=progress,
+            )
         return {
             "candidate_labels": model_inputs["candidate_labels"],
             "frame_similarity": stitched.frame_similarity,

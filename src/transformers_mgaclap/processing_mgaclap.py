@@ -63,14 +63,7 @@ class MGAClapProcessor(ProcessorMixin):
             raise ValueError("Pass `text`, `audio` or both to the processor.")
         encoding = {}
         if text is not None:
-            texts = [text] if isinstance(text, str) else list(text)
-            if not texts:
-                raise ValueError("`text` is an empty list.")
-            for index, caption in enumerate(texts):
-                if not isinstance(caption, str) or not caption.strip():
-                    raise ValueError(
-                        f"Text {index} is empty or not a string ({caption!r}): nothing to embed."
-                    )
+            texts = check_texts(text)
             encoding.update(
                 self.tokenizer(
                     texts,
@@ -124,6 +117,32 @@ class MGAClapProcessor(ProcessorMixin):
         )
 
 
+def check_texts(texts: str | list[str]) -> list[str]:
+    """One text or a list of them as a list; an empty list or a text that is not a non-empty string is a `ValueError`."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise ValueError("No text to embed: the list of texts is empty.")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"Text {index} is empty or not a string ({text!r}): nothing to embed.")
+    return texts
+
+
+def format_queries(labels: str | list[str], template: str = "{}") -> list[str]:
+    """`template` filled with each label: the text queries of sound event detection and zero-shot classification.
+
+    Raises:
+        `ValueError`: no labels, a label that is not a non-empty string, or a query that comes out empty.
+    """
+    labels = [labels] if isinstance(labels, str) else list(labels)
+    if not labels:
+        raise ValueError("`candidate_labels` is empty: give at least one class name or phrase.")
+    for label in labels:
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"Every label must be a non-empty string, got {label!r}.")
+    return check_texts([template.format(label) for label in labels])
+
+
 def median_filter_time(scores: torch.Tensor, window: int) -> torch.Tensor:
     """Running median along the first (time) axis with an odd `window`.
 
@@ -156,6 +175,76 @@ def _active_runs(active: torch.Tensor) -> list[tuple[int, int]]:
     return list(zip(changes[0::2], changes[1::2], strict=True))
 
 
+def _event_inputs(
+    frame_similarity, frame_boundaries, labels, frame_mask
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate and batch the inputs: scores `(B, T, N)` float32, boundaries `(B, T + 1)` float64, mask `(B, T)`."""
+    scores = torch.as_tensor(frame_similarity).detach().cpu().float()
+    if scores.dim() == 2:
+        scores = scores.unsqueeze(0)
+    if scores.dim() != 3:
+        raise ValueError(f"`frame_similarity` must be (batch, frames, queries), got {tuple(scores.shape)}.")
+    batch, num_frames, num_queries = scores.shape
+    if len(labels) != num_queries:
+        raise ValueError(f"Got {len(labels)} labels for {num_queries} queries.")
+    boundaries = torch.as_tensor(frame_boundaries).detach().cpu().double()
+    if boundaries.dim() == 1:
+        boundaries = boundaries.unsqueeze(0).expand(batch, -1)
+    if boundaries.shape != (batch, num_frames + 1):
+        raise ValueError(
+            f"`frame_boundaries` must be ({num_frames + 1},) or ({batch}, {num_frames + 1}), got "
+            f"{tuple(boundaries.shape)}."
+        )
+    if frame_mask is None:
+        return scores, boundaries, torch.ones(batch, num_frames, dtype=torch.bool)
+    mask = torch.as_tensor(frame_mask).detach().cpu().bool()
+    if mask.dim() == 1:
+        mask = mask.unsqueeze(0)
+    if mask.shape != (batch, num_frames):
+        raise ValueError(f"`frame_mask` must be ({batch}, {num_frames}), got {tuple(mask.shape)}.")
+    return scores, boundaries, mask
+
+
+def _gap_frames(edges: torch.Tensor, min_gap_seconds: float) -> int:
+    """The longest gap, in whole frames, that `min_gap_seconds` bridges: the official `ceil(0.5 / (10 / 32)) = 2`."""
+    hop = float((edges[1:] - edges[:-1]).max()) if len(edges) > 1 else 0.0  # the frame hop (uniform grids)
+    if hop <= 0 or min_gap_seconds <= 0:
+        return 0
+    return math.ceil(min_gap_seconds / hop - 1e-6)  # the epsilon keeps 2 * hop from becoming 3 frames
+
+
+def _bridge_gaps(runs: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    """Merge consecutive `(start, stop)` runs separated by at most `max_gap` frames."""
+    merged: list[list[int]] = []
+    for start, stop in runs:
+        if merged and start - merged[-1][1] <= max_gap:
+            merged[-1][1] = stop
+        else:
+            merged.append([start, stop])
+    return [(start, stop) for start, stop in merged]
+
+
+def _curve_events(
+    curve: torch.Tensor,
+    edges: torch.Tensor,
+    label: str,
+    threshold: float,
+    max_gap: int,
+    min_duration_seconds: float,
+    score_reduction: str,
+) -> list[dict]:
+    """Events of one filtered score curve `(L,)` whose frame `k` spans `[edges[k], edges[k + 1])` seconds."""
+    events = []
+    for on, off in _bridge_gaps(_active_runs(curve >= threshold), max_gap):
+        onset, offset = float(edges[on]), float(edges[off])
+        if offset - onset < min_duration_seconds:
+            continue
+        inside = curve[on:off]
+        score = inside.max() if score_reduction == "max" else inside.mean()
+        events.append({"label": label, "onset": onset, "offset": offset, "score": float(score)})
+    return events
+
+
 def post_process_sound_event_detection(
     frame_similarity: torch.Tensor,
     frame_boundaries: torch.Tensor,
@@ -175,6 +264,9 @@ def post_process_sound_event_detection(
     `ceil(min_gap_seconds / frame_hop)` inactive frames (the official grounding rule: 0.5 s at 10/32 s per frame
     connects gaps of up to 2 frames; the gap in seconds is thus rounded *up* to whole frames), drop events shorter
     than `min_duration_seconds`, and report each remaining run.
+
+    This is the one event decoder of the package: the pipeline, the endpoint handler, the demo and the evaluation all
+    call it.
 
     Args:
         frame_similarity (`torch.Tensor` of shape `(batch, frames, queries)` or `(frames, queries)`):
@@ -199,61 +291,33 @@ def post_process_sound_event_detection(
     """
     if score_reduction not in ("max", "mean"):
         raise ValueError(f"`score_reduction` must be 'max' or 'mean', got {score_reduction!r}.")
-    scores = torch.as_tensor(frame_similarity).detach().cpu().float()
-    if scores.dim() == 2:
-        scores = scores.unsqueeze(0)
-    if scores.dim() != 3:
-        raise ValueError(f"`frame_similarity` must be (batch, frames, queries), got {tuple(scores.shape)}.")
-    batch, num_frames, num_queries = scores.shape
-    if len(labels) != num_queries:
-        raise ValueError(f"Got {len(labels)} labels for {num_queries} queries.")
-    boundaries = torch.as_tensor(frame_boundaries).detach().cpu().double()
-    if boundaries.dim() == 1:
-        boundaries = boundaries.unsqueeze(0).expand(batch, -1)
-    if boundaries.shape != (batch, num_frames + 1):
-        raise ValueError(
-            f"`frame_boundaries` must be ({num_frames + 1},) or ({batch}, {num_frames + 1}), got "
-            f"{tuple(boundaries.shape)}."
-        )
-    if frame_mask is None:
-        mask = torch.ones(batch, num_frames, dtype=torch.bool)
-    else:
-        mask = torch.as_tensor(frame_mask).detach().cpu().bool()
-        if mask.dim() == 1:
-            mask = mask.unsqueeze(0)
-        if mask.shape != (batch, num_frames):
-            raise ValueError(f"`frame_mask` must be ({batch}, {num_frames}), got {tuple(mask.shape)}.")
-
+    scores, boundaries, mask = _event_inputs(frame_similarity, frame_boundaries, labels, frame_mask)
+    order = {label: index for index, label in enumerate(labels)}
     results = []
-    for clip in range(batch):
-        edges = boundaries[clip]
-        hop = float((edges[1:] - edges[:-1]).max()) if num_frames else 0.0  # the frame hop (uniform grids)
-        # The official rule counts frames: ceil(0.5 / (10 / 32)) = 2. The epsilon keeps 2 * hop from becoming 3.
-        max_gap = math.ceil(min_gap_seconds / hop - 1e-6) if hop > 0 and min_gap_seconds > 0 else 0
+    for clip_scores, edges, clip_mask in zip(scores, boundaries, mask, strict=True):
+        max_gap = _gap_frames(edges, min_gap_seconds)
         events = []
-        for start, stop in _active_runs(mask[clip]):  # runs of valid frames
-            filtered = median_filter_time(scores[clip, start:stop], median_filter_frames)  # (L, N)
-            active = filtered >= threshold
-            for query in range(num_queries):
-                merged: list[list[int]] = []
-                for on, off in _active_runs(active[:, query]):
-                    if merged and on - merged[-1][1] <= max_gap:
-                        merged[-1][1] = off
-                    else:
-                        merged.append([on, off])
-                for on, off in merged:
-                    onset, offset = float(edges[start + on]), float(edges[start + off])
-                    if offset - onset < min_duration_seconds:
-                        continue
-                    inside = filtered[on:off, query]
-                    score = inside.max() if score_reduction == "max" else inside.mean()
-                    events.append(
-                        {"label": labels[query], "onset": onset, "offset": offset, "score": float(score)}
-                    )
-        order = {label: index for index, label in enumerate(labels)}
+        for start, stop in _active_runs(clip_mask):  # runs of valid frames
+            filtered = median_filter_time(clip_scores[start:stop], median_filter_frames)  # (L, N)
+            for query, label in enumerate(labels):
+                events += _curve_events(
+                    filtered[:, query],
+                    edges[start : stop + 1],
+                    label,
+                    threshold,
+                    max_gap,
+                    min_duration_seconds,
+                    score_reduction,
+                )
         events.sort(key=lambda event: (event["onset"], order[event["label"]], event["offset"]))
         results.append(events)
     return results
 
 
-__all__ = ["MGAClapProcessor", "median_filter_time", "post_process_sound_event_detection"]
+__all__ = [
+    "MGAClapProcessor",
+    "check_texts",
+    "format_queries",
+    "median_filter_time",
+    "post_process_sound_event_detection",
+]

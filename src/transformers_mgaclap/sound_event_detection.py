@@ -1,38 +1,32 @@
-"""Zero-shot sound event detection on recordings of any length (minutes to hours) with MGA-CLAP.
+"""Zero-shot sound event detection on recordings of any length (seconds to hours) with MGA-CLAP.
 
-The model sees 10 s windows (32 frames of 10/32 s each). A long recording is cut into overlapping windows
-(`hop_seconds`, 5 s by default), embedded `batch_size` windows at a time (only one batch of features exists at any
-moment, so memory does not grow with the recording), and each window's frame-text cosines are added onto one
-absolute time grid of frames of `window_seconds / 32` seconds, weighted by how many seconds of each grid frame the
-window frame covers. The averaged curves then go through [`post_process_sound_event_detection`].
+The model sees 10 s windows (32 frames of 10/32 s each). A recording is cut into overlapping windows (`hop_seconds`,
+5 s by default) read from its [`~audio_input.AudioSource`] one batch at a time (a file is read window by window, so
+memory does not grow with the recording), embedded with [`~embedding.embed_audio`], and each window's frame-text
+cosines are added onto one absolute time grid of frames of `window_seconds / 32` seconds, weighted by how many
+seconds of each grid frame the window frame covers ([`FrameGrid`]). The averaged curves then go through the one
+event decoder, [`~processing_mgaclap.post_process_sound_event_detection`].
 
-The last window is zero-padded past the end of the recording and its padded frames are masked: they never
-contribute to the curves, so no event can start in padding. The text queries are embedded once.
+The last window is zero-padded past the end of the recording and its padded frames are masked: they never contribute
+to the curves, so no event can start in padding. The text queries are embedded once.
 
-A recording given as a file path is read window by window (soundfile: WAV, FLAC, OGG, ...), so an hour of audio never
-sits in memory; peak memory is then independent of the recording's length. An array is sliced without a copy.
-
-This module is copied next to the weights as remote code: it imports only torch, numpy, transformers and flat
-sibling modules.
+This module is copied next to the weights as remote code: it imports only torch, numpy, transformers and flat sibling
+modules.
 """
 
-import contextlib
 import copy
 import math
-import os
-import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from transformers.utils.logging import tqdm
 
-from .processing_mgaclap import DEFAULT_THRESHOLD, MAX_TEXT_LENGTH, post_process_sound_event_detection
+from .audio_input import AudioInput, AudioSource, open_audio
+from .embedding import embed_audio, embed_text
+from .processing_mgaclap import DEFAULT_THRESHOLD, format_queries, post_process_sound_event_detection
 
-try:  # optional progress bar
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover - tqdm is a transformers dependency
-    tqdm = None
+DEFAULT_HOP_SECONDS = 5.0
+DEFAULT_WINDOW_BATCH_SIZE = 8
 
 
 @dataclass
@@ -71,90 +65,128 @@ def window_starts(num_samples: int, window_samples: int, hop_samples: int) -> li
     return [index * hop_samples for index in range(count)]
 
 
-def _as_mono_1d(waveform) -> torch.Tensor:
-    """A 1-D float tensor view of a numpy array or tensor (no copy of the whole recording when already float)."""
-    if isinstance(waveform, np.ndarray):
-        if not np.issubdtype(waveform.dtype, np.floating):
-            raise TypeError(f"Expected floating-point audio, got dtype {waveform.dtype}.")
-        with (
-            warnings.catch_warnings()
-        ):  # read-only arrays (ffmpeg output, memory maps) are only ever read here
-            warnings.simplefilter("ignore", UserWarning)
-            waveform = torch.from_numpy(waveform)
-    elif not isinstance(waveform, torch.Tensor):
-        raise TypeError(f"Expected a 1-D numpy array or torch tensor, got {type(waveform).__name__}.")
-    if waveform.dim() != 1:
-        raise ValueError(f"Expected mono audio of shape (samples,), got shape {tuple(waveform.shape)}.")
-    if not waveform.is_floating_point():
-        raise TypeError(f"Expected floating-point audio, got dtype {waveform.dtype}.")
-    if waveform.numel() == 0:
-        raise ValueError("The recording is empty.")
-    return waveform
+class FrameGrid:
+    """Accumulates window frames onto an absolute grid of frames as long as the model's (10/32 s for 10 s windows).
+
+    A window frame is one grid step long, so it overlaps at most two grid frames; each gets the frame's scores
+    weighted by the overlap in seconds. Padded window frames and time past the recording's end add nothing.
+
+    Args:
+        duration (`float`): the recording's length in seconds.
+        grid_step (`float`): grid frame length in seconds.
+        num_queries (`int`): score columns.
+    """
+
+    def __init__(self, duration: float, grid_step: float, num_queries: int):
+        self.duration = duration
+        self.grid_step = grid_step
+        self.num_cells = max(1, math.ceil(duration / grid_step - 1e-9))
+        self.sums = torch.zeros(self.num_cells, num_queries, dtype=torch.float64)
+        self.weights = torch.zeros(self.num_cells, dtype=torch.float64)
+
+    def add(self, window_onsets: torch.Tensor, similarity: torch.Tensor, frame_mask: torch.Tensor) -> None:
+        """
+        Args:
+            window_onsets (`torch.DoubleTensor` of shape `(windows,)`): start of each window in seconds.
+            similarity (`torch.Tensor` of shape `(windows, T, queries)`): the windows' frame scores.
+            frame_mask (`torch.Tensor` of shape `(windows, T)`): 1 on frames of real audio.
+        """
+        num_frames = similarity.shape[1]
+        local = torch.arange(num_frames + 1, dtype=torch.float64) * self.grid_step
+        onsets = (window_onsets[:, None] + local[None, :-1]).flatten()  # (windows * T,)
+        offsets = (window_onsets[:, None] + local[None, 1:]).flatten().clamp(max=self.duration)
+        values = similarity.double().reshape(-1, similarity.shape[-1])
+        valid = frame_mask.bool().flatten() & (offsets > onsets)
+        onsets, offsets, values = onsets[valid], offsets[valid], values[valid]
+        first = torch.floor(onsets / self.grid_step + 1e-9).long().clamp(max=self.num_cells - 1)
+        for cell in (first, first + 1):
+            cell_start = cell.double() * self.grid_step
+            overlap = (
+                torch.minimum(offsets, cell_start + self.grid_step) - torch.maximum(onsets, cell_start)
+            ).clamp(min=0)
+            keep = (overlap > 1e-9) & (cell < self.num_cells)
+            self.sums.index_add_(0, cell[keep], values[keep] * overlap[keep, None])
+            self.weights.index_add_(0, cell[keep], overlap[keep])
+
+    def result(self, num_windows: int) -> LongAudioFrameSimilarity:
+        """The overlap-weighted mean per grid frame (0 where nothing contributed, and masked there)."""
+        covered = self.weights > 0
+        curve = torch.where(covered[:, None], self.sums / self.weights.clamp(min=1e-12)[:, None], 0.0)
+        boundaries = (torch.arange(self.num_cells + 1, dtype=torch.float64) * self.grid_step).clamp(
+            max=self.duration
+        )
+        return LongAudioFrameSimilarity(curve.float(), boundaries, covered.long(), num_windows, self.duration)
 
 
-class _ArraySource:
-    """Windows sliced out of an in-memory recording."""
-
-    def __init__(self, waveform, sampling_rate: int):
-        self.waveform = _as_mono_1d(waveform)
-        self.num_samples = self.waveform.shape[0]
-        self.sampling_rate = sampling_rate
-
-    def read(self, start: int, length: int) -> torch.Tensor:
-        return self.waveform[start : start + length].float()
-
-
-class _FileSource:
-    """Windows read from an audio file on demand (mono mix), so the recording is never loaded whole."""
-
-    def __init__(self, path, sampling_rate: int | None):
-        import soundfile  # the `audio` extra; only needed for file input
-
-        try:
-            self.file = soundfile.SoundFile(path)
-        except (RuntimeError, soundfile.LibsndfileError) as error:
-            raise ValueError(f"Cannot read audio file {str(path)!r}: {error}") from error
-        if sampling_rate is not None and int(sampling_rate) != self.file.samplerate:
-            self.file.close()
-            raise ValueError(
-                f"`sampling_rate={sampling_rate}` but {str(path)!r} is sampled at {self.file.samplerate} Hz; "
-                "leave `sampling_rate` unset for files."
-            )
-        self.num_samples = self.file.frames
-        self.sampling_rate = self.file.samplerate
-        if self.num_samples == 0:
-            self.file.close()
-            raise ValueError(f"The recording {str(path)!r} is empty.")
-
-    def read(self, start: int, length: int) -> torch.Tensor:
-        self.file.seek(start)
-        block = self.file.read(length, dtype="float32", always_2d=True)  # (samples, channels)
-        return torch.from_numpy(block.mean(axis=1))  # the extractor rejects non-finite samples
+def _window_extractor(feature_extractor, window_seconds: float | None):
+    """The extractor with `max_length_s = window_seconds` (a shallow copy: the filters are shared)."""
+    if window_seconds is None or window_seconds == feature_extractor.max_length_s:
+        return feature_extractor
+    if not window_seconds > 0:
+        raise ValueError(f"`window_seconds` must be positive, got {window_seconds}.")
+    extractor = copy.copy(feature_extractor)
+    extractor.max_length_s = float(window_seconds)
+    return extractor
 
 
-@contextlib.contextmanager
-def _open_source(waveform, sampling_rate: int | None, default_rate: int):
-    """An in-memory or file-backed recording for the duration of one call (the file is closed afterwards)."""
-    if not isinstance(waveform, (str, os.PathLike)):
-        yield _ArraySource(waveform, default_rate if sampling_rate is None else int(sampling_rate))
-        return
-    source = _FileSource(waveform, sampling_rate)
-    try:
-        yield source
-    finally:
-        source.file.close()
+class _WindowProcessor:
+    """What [`~embedding.embed_audio`] needs: a feature extractor (cut to the window length)."""
+
+    def __init__(self, feature_extractor):
+        self.feature_extractor = feature_extractor
 
 
-@torch.no_grad()
+def frame_similarity_of_source(
+    model,
+    source: AudioSource,
+    text_embeds: torch.Tensor,
+    feature_extractor,
+    window_seconds: float | None = None,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_WINDOW_BATCH_SIZE,
+    progress: bool = False,
+) -> LongAudioFrameSimilarity:
+    """Frame-text cosines of an open recording against normalised text embeddings `(queries, D)`.
+
+    See [`compute_long_audio_frame_similarity`] for the arguments.
+    """
+    extractor = _window_extractor(feature_extractor, window_seconds)
+    window_seconds = float(extractor.max_length_s)
+    if not hop_seconds > 0:
+        raise ValueError(f"`hop_seconds` must be positive, got {hop_seconds}.")
+    rate = source.sampling_rate
+    window_samples = int(round(window_seconds * rate))
+    starts = window_starts(source.num_samples, window_samples, int(round(hop_seconds * rate)))
+    processor = _WindowProcessor(extractor)
+    text_embeds = text_embeds.float().cpu()
+    grid = None
+    bar = tqdm(total=len(starts), unit="windows", desc="MGA-CLAP windows", disable=not progress)
+    for first in range(0, len(starts), batch_size):
+        batch_starts = starts[first : first + batch_size]
+        windows = [source.read(start, window_samples) for start in batch_starts]
+        # Zero padding: the masked tail of the last window must hold no copy of real audio.
+        audio = embed_audio(
+            model, processor, windows, sampling_rate=rate, padding_mode="zero", truncation_mode="start"
+        )
+        similarity = audio.frame_embeds.cpu() @ text_embeds.t()  # (b, T, N)
+        if grid is None:
+            grid = FrameGrid(source.duration, window_seconds / similarity.shape[1], text_embeds.shape[0])
+        onsets = torch.tensor(batch_starts, dtype=torch.float64) / rate
+        grid.add(onsets, similarity, audio.frame_mask.cpu())
+        bar.update(len(batch_starts))
+    bar.close()
+    return grid.result(len(starts))
+
+
 def compute_long_audio_frame_similarity(
     model,
-    waveform,
+    audio: AudioInput,
     text_inputs,
     feature_extractor,
     sampling_rate: int | None = None,
     window_seconds: float | None = None,
-    hop_seconds: float = 5.0,
-    batch_size: int = 8,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_WINDOW_BATCH_SIZE,
     progress: bool = True,
     text_embeds: torch.Tensor | None = None,
 ) -> LongAudioFrameSimilarity:
@@ -162,17 +194,17 @@ def compute_long_audio_frame_similarity(
 
     Args:
         model: an [`MGAClapModel`] (anything with its `get_audio_features` / `get_text_features`).
-        waveform (`np.ndarray` or `torch.Tensor` of shape `(samples,)`, or a path): mono float audio at
-            `sampling_rate`, or an audio file read window by window (bounded memory for any length).
+        audio: any form of [`~audio_input.open_audio`]: an array `(samples,)` at `sampling_rate`, a path or the bytes
+            of a file (read window by window: bounded memory for any length), a `datasets` Audio cell, a decoder.
         text_inputs (`Mapping`): tokenised queries (`input_ids`, `attention_mask`, `token_type_ids`); `None` when
             `text_embeds` is given.
         feature_extractor ([`MGAClapFeatureExtractor`]): the model's front end.
-        sampling_rate (`int`, *optional*): rate of `waveform`; defaults to the extractor's (a file's own rate for a
-            path). Other rates are resampled window by window by the extractor (`resample=True`).
+        sampling_rate (`int`, *optional*): rate of an array; defaults to the extractor's. Other rates are resampled
+            window by window.
         window_seconds (`float`, *optional*): window length; defaults to the extractor's `max_length_s` (10 s).
         hop_seconds (`float`, *optional*, defaults to 5.0): distance between window starts (<= `window_seconds`).
         batch_size (`int`, *optional*, defaults to 8): windows per model call; bounds the memory.
-        progress (`bool`, *optional*, defaults to `True`): show a tqdm progress bar over the batches.
+        progress (`bool`, *optional*, defaults to `True`): a progress bar in windows.
         text_embeds (`torch.Tensor` of shape `(queries, D)`, *optional*): normalised global text embeddings computed
             by the caller (e.g. once for a whole data set) instead of `text_inputs`.
 
@@ -181,124 +213,28 @@ def compute_long_audio_frame_similarity(
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-    target_rate = feature_extractor.sampling_rate
-    with _open_source(waveform, sampling_rate, target_rate) as source:
-        sampling_rate = source.sampling_rate
-        if window_seconds is None:
-            window_seconds = float(feature_extractor.max_length_s)
-        if window_seconds != feature_extractor.max_length_s:
-            # A shallow copy: only `max_length_s` differs, the filters are shared.
-            feature_extractor = copy.copy(feature_extractor)
-            feature_extractor.max_length_s = float(window_seconds)
-        window_samples = int(round(window_seconds * sampling_rate))
-        hop_samples = int(round(hop_seconds * sampling_rate))
-        num_samples = source.num_samples
-        duration = num_samples / sampling_rate
-        starts = window_starts(num_samples, window_samples, hop_samples)
-
-        parameter = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-        device = parameter.device if parameter is not None else torch.device("cpu")
-        dtype = parameter.dtype if parameter is not None else torch.float32
-
-        if text_embeds is None:
-            text_inputs = {key: value.to(device) for key, value in text_inputs.items() if value is not None}
-            # (N, D), normalised, computed once for all windows
-            text_embeds = model.get_text_features(**text_inputs).pooler_output
-        num_queries = text_embeds.shape[0]
-
-        # Absolute grid of frames as long as the model's frames (10 / 32 s for 10 s windows); set on the first batch.
-        grid_step = None
-        num_cells = 0
-        sums = weights = None
-
-        batches = [starts[index : index + batch_size] for index in range(0, len(starts), batch_size)]
-        iterator = batches
-        if progress and tqdm is not None:
-            iterator = tqdm(batches, desc="MGA-CLAP windows", unit="batch")
-        for batch_starts in iterator:
-            windows = [source.read(start, window_samples) for start in batch_starts]
-            features = feature_extractor(
-                windows,
-                sampling_rate=sampling_rate,
-                resample=sampling_rate != target_rate,
-                padding_mode="zero",
-                truncation_mode="start",
-                return_tensors="pt",
-            )
-            audio = model.get_audio_features(
-                input_features=features["input_features"].to(device, dtype),
-                input_features_mask=features["input_features_mask"].to(device),
-            )
-            frames = F.normalize(audio.last_hidden_state.float(), dim=-1)
-            similarity = (frames @ text_embeds.float().t()).double().cpu()  # (b, T, N)
-            frame_mask = audio.local_mask.cpu().bool()  # (b, T)
-            num_frames = similarity.shape[1]
-            if sums is None:
-                grid_step = window_seconds / num_frames
-                num_cells = max(1, math.ceil(duration / grid_step - 1e-9))
-                sums = torch.zeros(num_cells, num_queries, dtype=torch.float64)
-                weights = torch.zeros(num_cells, dtype=torch.float64)
-            offsets = torch.tensor(batch_starts, dtype=torch.float64) / sampling_rate  # window start times
-            local = torch.arange(num_frames + 1, dtype=torch.float64) * grid_step
-            onsets = (offsets[:, None] + local[None, :-1]).flatten()  # (b * T,)
-            offsets_end = (offsets[:, None] + local[None, 1:]).flatten().clamp(max=duration)
-            values = similarity.reshape(-1, num_queries)
-            valid = frame_mask.flatten() & (offsets_end > onsets)
-            onsets, offsets_end, values = onsets[valid], offsets_end[valid], values[valid]
-            # A window frame is one grid step long, so it overlaps at most two grid frames: `first` and `first + 1`.
-            first = torch.floor(onsets / grid_step + 1e-9).long().clamp(max=num_cells - 1)
-            for cell in (first, first + 1):
-                cell_start = cell.double() * grid_step
-                overlap = (
-                    torch.minimum(offsets_end, cell_start + grid_step) - torch.maximum(onsets, cell_start)
-                ).clamp(min=0)
-                keep = (overlap > 1e-9) & (cell < num_cells)
-                sums.index_add_(0, cell[keep], values[keep] * overlap[keep, None])
-                weights.index_add_(0, cell[keep], overlap[keep])
-
-        covered = weights > 0
-        curve = torch.where(
-            covered[:, None], sums / weights.clamp(min=1e-12)[:, None], torch.zeros_like(sums)
+    if text_embeds is None:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            inputs = {key: value.to(device) for key, value in text_inputs.items() if value is not None}
+            text_embeds = model.get_text_features(**inputs).pooler_output
+    with open_audio(audio, sampling_rate, default_rate=feature_extractor.sampling_rate) as source:
+        return frame_similarity_of_source(
+            model, source, text_embeds, feature_extractor, window_seconds, hop_seconds, batch_size, progress
         )
-        boundaries = (torch.arange(num_cells + 1, dtype=torch.float64) * grid_step).clamp(max=duration)
-        return LongAudioFrameSimilarity(
-            frame_similarity=curve.float(),
-            frame_boundaries=boundaries,
-            frame_mask=covered.long(),
-            num_windows=len(starts),
-            duration=duration,
-        )
-
-
-def tokenize_queries(tokenizer, labels: list[str], hypothesis_template: str = "{}") -> dict:
-    """Tokenise `hypothesis_template.format(label)` for every label as the official text encoder (<= 30 tokens)."""
-    if isinstance(labels, str):
-        labels = [labels]
-    labels = list(labels)
-    if not labels:
-        raise ValueError("`candidate_labels` is empty: give at least one class name or phrase.")
-    texts = [hypothesis_template.format(label) for label in labels]
-    for label, text in zip(labels, texts, strict=True):
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Query for label {label!r} is empty: nothing to embed.")
-    return dict(
-        tokenizer(texts, padding="longest", truncation=True, max_length=MAX_TEXT_LENGTH, return_tensors="pt")
-    )
 
 
 def detect_sound_events(
     model,
-    waveform,
+    audio: AudioInput,
     labels: list[str],
     processor=None,
-    feature_extractor=None,
-    tokenizer=None,
     sampling_rate: int | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     hypothesis_template: str = "{}",
     window_seconds: float | None = None,
-    hop_seconds: float = 5.0,
-    batch_size: int = 8,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_WINDOW_BATCH_SIZE,
     median_filter_frames: int = 3,
     min_gap_seconds: float = 0.5,
     min_duration_seconds: float = 0.0,
@@ -309,37 +245,35 @@ def detect_sound_events(
 
     Args:
         model: an [`MGAClapModel`].
-        waveform (`np.ndarray` or `torch.Tensor` of shape `(samples,)`, or a path): mono float audio, or an audio
-            file read window by window.
+        audio: any form of [`~audio_input.open_audio`] (an array at `sampling_rate`, a path, file bytes, a `datasets`
+            Audio cell, a decoder); files are read window by window.
         labels (`list[str]`): class names or free-text phrases; each becomes `hypothesis_template.format(label)`
             (default `"{}"`: the bare label, as the official SED script).
-        processor ([`MGAClapProcessor`], *optional*): gives the feature extractor and the tokenizer, unless they
-            are passed separately.
-        sampling_rate (`int`, *optional*): rate of `waveform`; defaults to the extractor's (32 kHz).
+        processor ([`MGAClapProcessor`]): the feature extractor and the tokenizer (a pipeline works too).
+        sampling_rate (`int`, *optional*): rate of an array; defaults to the extractor's (32 kHz).
         threshold, median_filter_frames, min_gap_seconds, min_duration_seconds, score_reduction:
-            see [`post_process_sound_event_detection`].
+            see [`~processing_mgaclap.post_process_sound_event_detection`].
         window_seconds, hop_seconds, batch_size, progress: see [`compute_long_audio_frame_similarity`].
 
     Returns:
         `list[dict]`: events `{"label", "onset", "offset", "score"}` in seconds from the start of the recording,
         sorted by onset.
     """
-    feature_extractor = feature_extractor or getattr(processor, "feature_extractor", None)
-    tokenizer = tokenizer or getattr(processor, "tokenizer", None)
-    if feature_extractor is None or tokenizer is None:
-        raise ValueError("Pass a `processor`, or both a `feature_extractor` and a `tokenizer`.")
+    if processor is None:
+        raise ValueError("Pass the model's `processor` (feature extractor and tokenizer).")
     labels = [labels] if isinstance(labels, str) else list(labels)
-    text_inputs = tokenize_queries(tokenizer, labels, hypothesis_template)
+    text_embeds = embed_text(model, processor, format_queries(labels, hypothesis_template)).text_embeds
     stitched = compute_long_audio_frame_similarity(
         model,
-        waveform,
-        text_inputs,
-        feature_extractor,
+        audio,
+        None,
+        processor.feature_extractor,
         sampling_rate=sampling_rate,
         window_seconds=window_seconds,
         hop_seconds=hop_seconds,
         batch_size=batch_size,
         progress=progress,
+        text_embeds=text_embeds,
     )
     return post_process_sound_event_detection(
         stitched.frame_similarity,
@@ -355,9 +289,10 @@ def detect_sound_events(
 
 
 __all__ = [
+    "FrameGrid",
     "LongAudioFrameSimilarity",
     "compute_long_audio_frame_similarity",
     "detect_sound_events",
-    "tokenize_queries",
+    "frame_similarity_of_source",
     "window_starts",
 ]
