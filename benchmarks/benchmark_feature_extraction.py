@@ -6,7 +6,7 @@ machine slow the 2-thread torch path more than single-threaded numpy, so compare
 `ClapFeatureExtractor` is configured like the MGA-CLAP front end (64 Slaney mel bands, 50-14 000 Hz, window 1024,
 hop 320) with `rand_trunc`, so it computes one spectrogram per clip.
 
-    python benchmarks/benchmark_feature_extraction.py [--batch-size 32] [--repeats 5] [--threads 2]
+    python benchmarks/benchmark_feature_extraction.py [--batch_size 32] [--repeats 5] [--threads 2]
 """
 
 import argparse
@@ -22,7 +22,7 @@ from transformers_mgaclap import MGAClapFeatureExtractor
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=32, help="clips per call")
+    parser.add_argument("--batch_size", type=int, default=32, help="clips per call")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of every clip")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (the median is reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")

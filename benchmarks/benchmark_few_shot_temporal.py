@@ -197,11 +197,7 @@ def main(argv=None) -> int:
     from transformers_mgaclap.extensions.few_shot import (
         FewShotConfig,
         default_class_prompts,
-        extract_audio_features,
-        extract_class_texts,
-        few_shot_table,
-        fixed_class_splits,
-        logit_scale_value,
+        evaluate_few_shot,
     )
     from transformers_mgaclap.extensions.temporal import split_class_pairs
 
@@ -212,21 +208,18 @@ def main(argv=None) -> int:
     waveforms = load_waveforms(clips, "audio", processor.feature_extractor.sampling_rate)
     soundscapes = build_soundscape_dataset(args.retrieval_clips, seed=args.seed, split_name="test")
     names = clips.features["label"].names
-    labels = clips["label"]
 
     # 1. Few-shot episodes with the pre-trained model.
     tick = time.perf_counter()
-    features = extract_audio_features(model, processor, waveforms)
     descriptions = {label_text(n): list(get_sound_event_class(n).phrases) for n in names}
     prompts = default_class_prompts([label_text(n) for n in names], descriptions=descriptions)
     config = FewShotConfig()
     if args.quick:
         config.train_epochs = config.treff_epochs = 2
-    texts = extract_class_texts(model, processor, prompts, config.fine_grained_text)
-    splits = fixed_class_splits(len(names), args.num_splits, args.n_way, seed=args.seed)
-    few_shot = few_shot_table(
-        features, labels, texts, splits, args.k_shot, args.n_query, args.episodes,
-        config=config, seed=args.seed, logit_scale=logit_scale_value(model), progress=True,
+    few_shot = evaluate_few_shot(
+        model, processor, clips, prompts, k_shots=args.k_shot, n_way=args.n_way, n_query=args.n_query,
+        num_splits=args.num_splits, split_seed=args.seed, episodes_per_split=args.episodes, config=config,
+        seed=args.seed, progress=True,
     )  # fmt: skip
     timings["few_shot_s"] = time.perf_counter() - tick
 

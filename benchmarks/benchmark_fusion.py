@@ -15,7 +15,7 @@ shipped, or `--precision float32`):
 - `single`: one 10 s clip per item through the unfused model (the reference cost).
 
 Timed end to end from waveforms to normalised clip embeddings (feature extraction included, and reported apart),
-`--batch-size` clips per call, after one warm-up batch. Memory: the peak RSS during the timed loop (VmHWM after
+`--batch_size` clips per call, after one warm-up batch. Memory: the peak RSS during the timed loop (VmHWM after
 resetting it, Linux) and its growth over the RSS before the loop (model loaded, clips in memory).
 
 Run:  python benchmarks/benchmark_fusion.py            (8 clips per mode, batch 4)
@@ -30,7 +30,11 @@ import subprocess
 import sys
 import time
 
-from memory import reset_peak_rss, status_kib  # benchmarks/memory.py (scripts run from their folder)
+from harness import (  # benchmarks/harness.py (scripts run from their folder)
+    fill_defaults,
+    reset_peak_rss,
+    status_kib,
+)
 
 SAMPLING_RATE = 32000
 CLIP_SECONDS = 60.0
@@ -106,7 +110,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_mode(mode: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", "--mode", mode, "--clips", str(args.clips),
-               "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+               "--batch_size", str(args.batch_size), "--threads", str(args.threads),
                "--precision", args.precision]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
@@ -120,7 +124,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 clips per mode, batch 2 (smoke test)")
     parser.add_argument("--clips", type=int, default=None, help="clips per mode (default 8, 2 with --quick)")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="clips per call (default 4, 2 with --quick)"
+        "--batch_size", type=int, default=None, help="clips per call (default 4, 2 with --quick)"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -133,12 +137,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.clips is None:
-        args.clips = 2 if args.quick else 8
-    if args.batch_size is None:
-        args.batch_size = 2 if args.quick else 4
-    return args
+    return fill_defaults(parser.parse_args(), {"clips": (8, 2), "batch_size": (4, 2)})
 
 
 def main() -> None:

@@ -6,12 +6,12 @@ time ratio MGAClapModel / transformers ClapModel with the same HTS-AT and a BERT
 
 What is measured (all on CPU, `torch.set_num_threads(--threads)`, random weights, float32):
 
-1. Training step: `model(**inputs, return_loss=True).loss.backward()` in train mode, batch `--batch-size` of
+1. Training step: `model(**inputs, return_loss=True).loss.backward()` in train mode, batch `--batch_size` of
    10 s log-mels (1001 x 64) and 30-token captions (all tokens valid). No optimizer step; gradients are reset to
    None outside the timed region. One warm-up step per model, then `--repeats` steps per model, interleaved (the
    order of the models rotates every round) so that both see the same machine state; the median is reported.
    MGA-CLAP runs with `spec_augment=False` (ClapModel has none) and both HTS-ATs with the same drop-path rate.
-2. Inference embedding path: `get_audio_features` at batch `--inference-batch-size` in eval mode under
+2. Inference embedding path: `get_audio_features` at batch `--inference_batch_size` in eval mode under
    `torch.no_grad()`, interleaved the same way; clips/s from the median.
 3. Peak memory of inference: a fresh subprocess per model builds the model and the inputs, resets the kernel's
    peak-RSS counter (`echo 5 > /proc/self/clear_refs`, Linux >= 4.0), runs one `model(**inputs)` (audio and text
@@ -26,7 +26,6 @@ Run:  python benchmarks/benchmark_model.py            (the issue's settings: bat
 """
 
 import argparse
-import copy
 import gc
 import json
 import os
@@ -37,11 +36,12 @@ import sys
 import time
 
 import torch
-from transformers import ClapConfig, ClapModel, ClapTextConfig
+from transformers import ClapModel
 
 from transformers_mgaclap import MGAClapConfig, MGAClapModel
 
-from memory import reset_peak_rss, status_kib  # benchmarks/memory.py (scripts run from their folder)
+from clap_twin import clap_config  # benchmarks/clap_twin.py (scripts run from their folder)
+from harness import reset_peak_rss, status_kib  # benchmarks/harness.py
 
 TEXT_LENGTH = 30  # the official caption length, [CLS] and [SEP] included
 MEL_FRAMES = 1001  # 10 s at 32 kHz with hop 320
@@ -56,30 +56,6 @@ TARGET_RATIO = 1.10
 def mgaclap_config(**overrides) -> MGAClapConfig:
     """The default MGA-CLAP (HTS-AT + bert-base, codebook 4096 x 1024), SpecAugment off unless overridden."""
     return MGAClapConfig(**{"spec_augment": False, **overrides})
-
-
-def clap_config(reference: MGAClapConfig) -> ClapConfig:
-    """transformers' ClapConfig with the same HTS-AT (geometry and drop-path) and a BERT-size text tower."""
-    text = reference.text_config
-    audio_config = copy.deepcopy(reference.audio_config)  # a ClapAudioConfig already: identical geometry
-    assert not audio_config.enable_fusion
-    text_config = ClapTextConfig(
-        vocab_size=text.vocab_size,
-        hidden_size=text.hidden_size,
-        num_hidden_layers=text.num_hidden_layers,
-        num_attention_heads=text.num_attention_heads,
-        intermediate_size=text.intermediate_size,
-        hidden_act=text.hidden_act,
-        hidden_dropout_prob=text.hidden_dropout_prob,
-        attention_probs_dropout_prob=text.attention_probs_dropout_prob,
-        max_position_embeddings=text.max_position_embeddings + 2,  # RoBERTa-style positions start at pad + 1
-        type_vocab_size=text.type_vocab_size,
-        layer_norm_eps=text.layer_norm_eps,
-        pad_token_id=0,
-    )
-    return ClapConfig(
-        text_config=text_config, audio_config=audio_config, projection_dim=reference.projection_dim
-    )
 
 
 def build(name: str) -> torch.nn.Module:
@@ -251,7 +227,7 @@ def memory_worker(name: str, batch_size: int, threads: int) -> None:
 
 
 def measure_memory(name: str, batch_size: int, threads: int) -> dict:
-    command = [sys.executable, __file__, "--memory-worker", name, "--inference-batch-size", str(batch_size)]
+    command = [sys.executable, __file__, "--memory_worker", name, "--inference_batch_size", str(batch_size)]
     command += ["--threads", str(threads)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -268,10 +244,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="training-step batch (default 8)")
+    parser.add_argument("--batch_size", type=int, default=8, help="training-step batch (default 8)")
     parser.add_argument("--repeats", type=int, default=5, help="timed training steps per model (default 5)")
-    parser.add_argument("--inference-batch-size", type=int, default=32, help="inference batch (default 32)")
-    parser.add_argument("--inference-repeats", type=int, default=3, help="timed inference calls (default 3)")
+    parser.add_argument("--inference_batch_size", type=int, default=32, help="inference batch (default 32)")
+    parser.add_argument("--inference_repeats", type=int, default=3, help="timed inference calls (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: batch 2, 2 repeats, inference batch 2"
@@ -281,9 +257,9 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="also time MGA-CLAP with eager text attention, with SpecAugment, and without the codebook",
     )
-    parser.add_argument("--skip-memory", action="store_true", help="do not measure inference peak memory")
+    parser.add_argument("--skip_memory", action="store_true", help="do not measure inference peak memory")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--memory-worker", choices=sorted(DESCRIPTIONS), help=argparse.SUPPRESS)
+    parser.add_argument("--memory_worker", choices=sorted(DESCRIPTIONS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.batch_size, args.repeats, args.inference_batch_size, args.inference_repeats = 2, 2, 2, 2

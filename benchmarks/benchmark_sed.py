@@ -11,7 +11,7 @@ What is measured. For every recording length, a fresh subprocess (the parent nev
 2. synthesises the recording into a float WAV file, 10 s at a time (32 kHz: low noise with 1 kHz tone bursts), and
    with `--input array` (the old way) loads it whole into memory;
 3. resets the peak-RSS counter (`echo 5 > /proc/self/clear_refs`, Linux >= 4.0) and times
-   `compute_long_audio_frame_similarity` (10 s windows every `--hop` s, `--batch-size` windows per call, the queries
+   `compute_long_audio_frame_similarity` (10 s windows every `--hop` s, `--batch_size` windows per call, the queries
    embedded once) + `post_process_sound_event_detection` for `--labels` queries: the whole of
    `detect_sound_events` except tokenisation (the queries are fixed random word-piece ids, so no tokenizer is needed).
 
@@ -37,7 +37,11 @@ import sys
 import tempfile
 import time
 
-from memory import reset_peak_rss, status_kib  # benchmarks/memory.py (scripts run from their folder)
+from harness import (  # benchmarks/harness.py (scripts run from their folder)
+    fill_defaults,
+    reset_peak_rss,
+    status_kib,
+)
 
 SAMPLING_RATE = 32000
 TARGET_RATIO = 1.2
@@ -148,7 +152,7 @@ def run_length(minutes: float, args: argparse.Namespace) -> dict:
         str(args.threads),
         "--hop",
         str(args.hop),
-        "--batch-size",
+        "--batch_size",
         str(args.batch_size),
         "--labels",
         str(args.labels),
@@ -166,11 +170,11 @@ def run_length(minutes: float, args: argparse.Namespace) -> dict:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="0.5 min vs 2 min (smoke test)")
-    parser.add_argument("--short-minutes", type=float, default=None, help="default 1 (0.5 with --quick)")
-    parser.add_argument("--long-minutes", type=float, default=None, help="default 30 (2 with --quick)")
+    parser.add_argument("--short_minutes", type=float, default=None, help="default 1 (0.5 with --quick)")
+    parser.add_argument("--long_minutes", type=float, default=None, help="default 30 (2 with --quick)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--hop", type=float, default=5.0, help="seconds between window starts")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per model call")
+    parser.add_argument("--batch_size", type=int, default=8, help="windows per model call")
     parser.add_argument("--labels", type=int, default=10, help="text queries")
     parser.add_argument(
         "--input",
@@ -181,12 +185,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--minutes", type=float, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.short_minutes is None:
-        args.short_minutes = 0.5 if args.quick else 1.0
-    if args.long_minutes is None:
-        args.long_minutes = 2.0 if args.quick else 30.0
-    return args
+    return fill_defaults(parser.parse_args(), {"short_minutes": (1.0, 0.5), "long_minutes": (30.0, 2.0)})
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import statistics
 import time
 
 import torch
-from transformers import AutoTokenizer, ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig
+from transformers import AutoTokenizer, ClapModel
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor
 from transformers_mgaclap.data.captions import AudioCaptionCollator, load_audio_caption_dataset
@@ -24,6 +24,8 @@ from transformers_mgaclap.data.soundscapes import build_soundscape_dataset
 from transformers_mgaclap.training.contrastive import global_contrastive_loss
 from transformers_mgaclap.training.model import build_model
 from transformers_mgaclap.training.pretraining import EMBEDDED_AUDIO, EMBEDDED_DEFAULTS
+
+from clap_twin import clap_config  # benchmarks/clap_twin.py (scripts run from their folder)
 
 
 def embedded_default_model(text_path: str):
@@ -38,20 +40,7 @@ def embedded_default_model(text_path: str):
 
 def clap_like(model) -> ClapModel:
     """transformers' vanilla CLAP with the same HTS-AT and a text tower of the same size as `model`'s."""
-    text = model.config.text_config
-    config = ClapConfig(
-        audio_config=ClapAudioConfig(**{**model.config.audio_config.to_dict(), "enable_fusion": False}),
-        text_config=ClapTextConfig(
-            vocab_size=text.vocab_size,
-            hidden_size=text.hidden_size,
-            num_hidden_layers=text.num_hidden_layers,
-            num_attention_heads=text.num_attention_heads,
-            intermediate_size=text.intermediate_size,
-            max_position_embeddings=text.max_position_embeddings + 2,
-        ),
-        projection_dim=model.config.projection_dim,
-    )
-    return ClapModel(config)
+    return ClapModel(clap_config(model.config))
 
 
 def time_steps(step, batches, repeats: int) -> list[float]:

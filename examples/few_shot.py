@@ -19,7 +19,6 @@ reconstruction; every hyper-parameter is an option (`FewShotConfig`).
 import dataclasses
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -27,16 +26,12 @@ from transformers import AutoModel, AutoProcessor, HfArgumentParser
 
 from transformers_mgaclap.data.labels import class_indices, class_names_of, label_text
 from transformers_mgaclap.data.soundscapes import build_labelled_clip_dataset, get_sound_event_class
-from transformers_mgaclap.data.sources import load_dataset_source, load_waveforms
+from transformers_mgaclap.data.sources import load_dataset_source
 from transformers_mgaclap.extensions.few_shot import (
     METHODS,
     FewShotConfig,
     default_class_prompts,
-    extract_audio_features,
-    extract_class_texts,
-    few_shot_table,
-    fixed_class_splits,
-    logit_scale_value,
+    evaluate_few_shot,
     markdown_table,
 )
 
@@ -139,47 +134,33 @@ def main(argv: list[str] | None = None) -> int:
     args.n_query = args.n_query or (10 if synthetic else 30)
     torch.manual_seed(args.seed)
 
-    # 1. Model and data; every clip embedded once.
     model = AutoModel.from_pretrained(args.model_name_or_path, trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(args.model_name_or_path, trust_remote_code=True)
     dataset, names, descriptions = load_labelled_clips(args)
     if args.descriptions_file:
         with open(args.descriptions_file) as file:
             descriptions = json.load(file)
-    labels, _ = class_indices(list(dataset[args.label_column]), class_names_of(dataset, args.label_column))
-    started = time.perf_counter()
-    waveforms = load_waveforms(dataset, args.audio_column, processor.feature_extractor.sampling_rate)
-    features = extract_audio_features(model, processor, waveforms, args.batch_size, progress=True)
-    class_names = [label_text(name) for name in names]
     enrich = {label_text(name): texts for name, texts in descriptions.items()}
-    texts = extract_class_texts(
+    prompts = default_class_prompts([label_text(name) for name in names], args.prompt_templates, enrich)
+    rows = evaluate_few_shot(
         model,
         processor,
-        default_class_prompts(class_names, args.prompt_templates, enrich),
-        config.fine_grained_text,
-    )
-    print(
-        f"Embedded {len(waveforms)} clips and {len(names)} classes in {time.perf_counter() - started:.1f} s"
-    )
-
-    # 2. Episodes: the same ones for every method and K.
-    splits = fixed_class_splits(len(names), args.num_splits, args.n_way, args.split_seed)
-    rows = few_shot_table(
-        features,
-        labels,
-        texts,
-        splits,
-        args.k_shot,
-        args.n_query,
-        args.episodes,
+        dataset,
+        prompts,
+        k_shots=args.k_shot,
+        n_way=args.n_way,
+        n_query=args.n_query,
+        num_splits=args.num_splits,
+        split_seed=args.split_seed,
+        episodes_per_split=args.episodes,
         methods=args.methods,
         config=config,
         seed=args.seed,
-        logit_scale=logit_scale_value(model),
+        audio_column=args.audio_column,
+        label_column=args.label_column,
+        batch_size=args.batch_size,
         progress=True,
     )
-
-    # 3. Report.
     print(f"\n{args.n_way}-way, {args.n_query} queries per class, mean accuracy (%) ± 95 % interval\n")
     print(markdown_table(rows))
     if args.output_file:

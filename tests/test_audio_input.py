@@ -128,3 +128,8 @@ def test_non_finite_samples_in_a_file_are_refused(tmp_path):
         AudioInputError, match=r"bad.wav' contains NaN or infinite values \(first at sample 1234\)"
     ):
         load_audio(tmp_path / "bad.wav")
+
+
+def test_a_file_without_samples_is_empty(backend):
+    with pytest.raises(AudioInputError, match="empty"):
+        load_audio(wav(np.zeros(0, np.float32)))

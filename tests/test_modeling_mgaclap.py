@@ -67,7 +67,7 @@ def hard_negative_reference(s: np.ndarray, gamma: float) -> float:
 
 
 def official_hard_negative_reference(s: np.ndarray, gamma: float) -> float:
-    """The official code's loss (official-implementation §8.3), including its row-j normaliser and 1e-7."""
+    """The official code's loss (docs/official-implementation.md §8.3), including its row-j normaliser and 1e-7."""
     batch = len(s)
     total = 0.0
     for logits in (s, s.T):
@@ -268,7 +268,7 @@ def test_locality_aware_block_matches_float64_formula():
     v = x + (layer_norm(x, block.layernorm_before) @ w_v.T + b_v) @ w_o.T + b_o
     v = v + layer_norm(v, block.layernorm_after)
     y = layer_norm(v, encoder.norm)
-    # official-implementation §3.3: map[g, k] = token(8 (2 floor(k / 8) + g) + k mod 8), then mean over g.
+    # docs/official-implementation.md §3.3: map[g, k] = token(8 (2 floor(k / 8) + g) + k mod 8), then mean over g.
     expected = np.stack(
         [np.mean([y[:, 8 * (2 * (k // 8) + g) + k % 8] for g in (0, 1)], axis=0) for k in range(32)], axis=1
     )

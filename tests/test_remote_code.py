@@ -1,7 +1,8 @@
 """The acceptance test: a saved folder works through remote code, in a fresh process without the package.
 
 Model and processor are saved into one folder; a fresh Python process in which `transformers_mgaclap` cannot be
-imported (so neither its classes nor its Auto registrations exist, stack notes §2.5) loads them with
+imported (so neither its classes nor its Auto registrations exist: an installed, registered class would win over
+`auto_map` even with `trust_remote_code=True`) loads them with
 `trust_remote_code=True` and must reproduce the in-process outputs exactly. The zero-shot audio classification
 pipeline is checked the same way, and loading without `trust_remote_code` must fail.
 """
@@ -211,7 +212,8 @@ def test_saved_folder_layout(saved):
     with open(folder / "processor_config.json") as handle:
         processor_config = json.load(handle)
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_mgaclap.MGAClapProcessor"
-    # Flat relative imports only (stack notes §2.3): no module may import the package itself.
+    # Flat relative imports only (transformers copies `from .module import X` siblings, nothing else): no module may
+    # import the package itself.
     package_import = re.compile(r"^\s*(from|import)\s+transformers_mgaclap", re.M)
     for module in MODULES:
         assert not package_import.search((folder / module).read_text()), module
@@ -249,7 +251,8 @@ def test_pipeline_through_remote_code(saved):
     assert scores == sorted(scores, reverse=True)
     assert sorted(entry["label"] for entry in result) == sorted(LABELS)
 
-    # What the pipeline does (stack notes §8), computed in-process by the original model.
+    # What the zero-shot-audio-classification pipeline does (extractor at its own rate, the default template, a
+    # softmax of logits_per_audio), computed in-process by the original model.
     processor, model = saved["processor"], saved["model"]
     texts = [TEMPLATE.format(label) for label in LABELS]
     text_inputs = processor.tokenizer(texts, return_tensors="pt", padding=True)

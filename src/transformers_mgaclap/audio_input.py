@@ -198,7 +198,7 @@ class AudioSource:
     """A recording that can be read window by window.
 
     Attributes:
-        name (`str`): how errors refer to the input (its path, `"<bytes>"`, `"audio"`, ...).
+        name (`str`): how errors refer to the input (its path, "the audio bytes", "The audio", ...).
         sampling_rate (`int`): the rate of the samples `read` returns, in Hz.
         num_samples (`int`): the recording's length in samples (> 0).
     """
@@ -252,13 +252,18 @@ class _SoundFileSource(AudioSource):
         self.sampling_rate = int(self.file.samplerate)
         self.num_samples = int(self.file.frames)
         self.name = name
+        if self.num_samples <= 0:
+            self.file.close()
+            raise AudioInputError(f"{name} is empty (0 samples).")
 
     def _read(self, start: int, length: int) -> np.ndarray:
         # Lossy codecs (Vorbis, MP3) decode the first samples after a seek from an incomplete overlap: start early
         # and drop the margin, so that a window equals the same samples of a whole-file read.
         margin = min(start, _SEEK_MARGIN)
         self.file.seek(start - margin)
-        return self.file.read(margin + length, dtype="float32", always_2d=True)[margin:].T  # (channels, samples)
+        return self.file.read(margin + length, dtype="float32", always_2d=True)[
+            margin:
+        ].T  # (channels, samples)
 
     def close(self) -> None:
         self.file.close()

@@ -1,6 +1,6 @@
 """Hugging Face Inference Endpoints handler for MGA-CLAP.
 
-Published repositories carry this module as remote code, next to a two-line `handler.py` (written by
+Published repositories carry this module as remote code, next to a small `handler.py` (written by
 `transformers_mgaclap.hub`) that the endpoint imports and that loads this module from the repository itself, so the
 endpoint runs the package's own audio input layer, embedding API and event decoder without installing the package.
 

@@ -81,7 +81,7 @@ def audio_tokens_to_frames(tokens: torch.Tensor, freq_ratio: int) -> torch.Tenso
     frequency axis. A final token at row `r`, column `c` of the `R x R` grid therefore covers time chunk
     `r // groups`, frequency group `r % groups` (with `groups = R // freq_ratio`) and, inside that chunk, column
     `c`. Frame `k = chunk * R + c` comes out in temporal order; the official code averages the frequency groups
-    (official-implementation §3.3).
+    (docs/official-implementation.md §3.3).
 
     Args:
         tokens (`torch.Tensor` of shape `(batch, R * R, channels)`): final tokens, row-major.
@@ -138,7 +138,7 @@ def hard_negative_weights(logits: torch.Tensor, gamma: float, variant: str = "pa
 
     `"paper"`: `alpha_ij = B exp(gamma s_ij) / sum_k exp(gamma s_ik)`, the sum over all k (positive included).
     `"official"`: the official code's `(B - 1) E_ij / (sum_k E_jk - E_ij)` with `E = exp(gamma (s - max_row s))`;
-    its normaliser is row **j**'s sum (a broadcasting quirk, official-implementation §8.3).
+    its normaliser is row **j**'s sum (a broadcasting quirk, docs/official-implementation.md §8.3).
     Weights are not detached, in both variants, as in the official code.
 
     Args:
@@ -289,7 +289,7 @@ class MGAClapLocalityAwareBlock(nn.Module):
     """The locality-aware block (paper §3.3, arXiv 2408.07919) as the official code computes it.
 
     The paper drops the query-key attention and keeps the values. The official code also drops the MLP and keeps
-    `layernorm_after` as a residual term (official-implementation §4.1)::
+    `layernorm_after` as a residual term (docs/official-implementation.md §4.1)::
 
         v = x + DropPath(W_o (W_v LN_1(x) + b_v) + b_o)
         y = v + DropPath(LN_2(v))

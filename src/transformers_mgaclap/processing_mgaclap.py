@@ -9,7 +9,7 @@ import math
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-# The official text encoder keeps 30 WordPiece tokens, [CLS] and [SEP] included (official-implementation §5).
+# The official text encoder keeps 30 WordPiece tokens, [CLS] and [SEP] included (docs/official-implementation.md §5).
 MAX_TEXT_LENGTH = 30
 # Sound event detection scores are raw cosines, which have no universal operating point: tune the threshold per
 # checkpoint and vocabulary (the official SED evaluation is threshold-free; grounding sweeps 50 thresholds).
@@ -82,33 +82,15 @@ class MGAClapProcessor(ProcessorMixin):
         return BatchFeature(data=encoding, tensor_type=return_tensors)
 
     def post_process_sound_event_detection(
-        self,
-        frame_similarity: torch.Tensor,
-        frame_boundaries: torch.Tensor,
-        labels: list[str],
-        threshold: float = DEFAULT_THRESHOLD,
-        median_filter_frames: int = 3,
-        min_gap_seconds: float = 0.5,
-        min_duration_seconds: float = 0.0,
-        frame_mask: torch.Tensor | None = None,
-        score_reduction: str = "max",
+        self, frame_similarity: torch.Tensor, frame_boundaries: torch.Tensor, labels: list[str], **options
     ) -> list[list[dict]]:
-        """Turn frame-text similarities into sound events; see [`post_process_sound_event_detection`].
+        """Turn frame-text similarities into sound events: [`post_process_sound_event_detection`], whose keyword
+        arguments (`threshold`, `median_filter_frames`, `min_gap_seconds`, `frame_mask`, ...) `options` takes.
 
         Typical use: `processor.post_process_sound_event_detection(out.frame_similarity, out.frame_boundaries,
         labels, threshold=..., frame_mask=out.frame_mask)` with `out = model.get_frame_text_similarity(...)`.
         """
-        return post_process_sound_event_detection(
-            frame_similarity,
-            frame_boundaries,
-            labels,
-            threshold=threshold,
-            median_filter_frames=median_filter_frames,
-            min_gap_seconds=min_gap_seconds,
-            min_duration_seconds=min_duration_seconds,
-            frame_mask=frame_mask,
-            score_reduction=score_reduction,
-        )
+        return post_process_sound_event_detection(frame_similarity, frame_boundaries, labels, **options)
 
     @property
     def model_input_names(self) -> list[str]:

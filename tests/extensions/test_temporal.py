@@ -10,6 +10,7 @@ from transformers_mgaclap.data.labels import class_indices
 from transformers_mgaclap.data.soundscapes import build_labelled_clip_dataset
 from transformers_mgaclap.extensions.temporal import (
     RELATIONS,
+    CompositeLayout,
     build_temporal_example,
     evaluate_temporal,
     key_ids,
@@ -38,7 +39,7 @@ def clips():
 def test_builder_places_every_clip_at_its_reported_samples(relation):
     a, b = clips()
     fitted_b = b[:S]  # longer clips are cropped from the start
-    example = build_temporal_example(a, "siren", b, "bell", relation, S, gap_samples=GAP)
+    example = build_temporal_example(a, "siren", b, "bell", relation, CompositeLayout(S, GAP))
     assert example.audio.shape == (2 * S + GAP,) and example.audio.dtype == np.float32
     expected = {
         "single": ("siren", [("siren", 0, S)]),
@@ -60,37 +61,39 @@ def test_builder_places_every_clip_at_its_reported_samples(relation):
 
 def test_builder_overlay_layout_short_clips_and_peak_scaling():
     a, b = clips()
-    example = build_temporal_example(a, "x", b, "y", "and", S, and_layout="overlay")
+    example = build_temporal_example(a, "x", b, "y", "and", CompositeLayout(S), and_layout="overlay")
     assert example.segments == [("x", 0, S), ("y", 0, S)] and example.key == relation_key("and", "y", "x")
-    short = build_temporal_example(a[:40], "x", None, None, "single", S)
+    short = build_temporal_example(a[:40], "x", None, None, "single", CompositeLayout(S))
     np.testing.assert_array_equal(short.audio[:40], a[:40])
     assert not short.audio[40:].any() and short.negatives == []
-    loud = build_temporal_example(np.ones(S), "x", np.ones(S), "y", "while", S)
+    loud = build_temporal_example(np.ones(S), "x", np.ones(S), "y", "while", CompositeLayout(S))
     np.testing.assert_allclose(loud.audio[:S], 0.95)  # 2.0 scaled down to the peak level as a whole
 
 
 def test_keys_and_hard_negatives_mean_the_right_thing():
     a, b = clips()
-    before = build_temporal_example(a, "x", b, "y", "before", S)
-    after = build_temporal_example(b, "y", a, "x", "after", S)  # "y after x": the same audio and meaning
+    before = build_temporal_example(a, "x", b, "y", "before", CompositeLayout(S))
+    after = build_temporal_example(
+        b, "y", a, "x", "after", CompositeLayout(S)
+    )  # "y after x": the same audio and meaning
     assert after.caption == "y after x" and after.key == before.key == "seq|x|y"
     np.testing.assert_array_equal(before.audio, after.audio)
     assert before.negatives == [("y before x", "seq|y|x"), ("x while y", "while|x|y")]
     assert after.negatives == [("x after y", "seq|y|x"), ("y while x", "while|x|y")]
-    overlay = build_temporal_example(a, "x", b, "y", "while", S)
+    overlay = build_temporal_example(a, "x", b, "y", "while", CompositeLayout(S))
     assert [k for _, k in overlay.negatives] == ["seq|x|y", "seq|y|x"]
-    single = build_temporal_example(a, "x", b, "y", "single", S)
+    single = build_temporal_example(a, "x", b, "y", "single", CompositeLayout(S))
     assert single.negatives == [("x and y", "and|x|y")]
 
 
 def test_stage_groups():
     a, b = clips()
-    group_a = stage_a_group(a, "x", b, "y", np.random.default_rng(0), S)
+    group_a = stage_a_group((a, "x", b, "y"), np.random.default_rng(0), CompositeLayout(S))
     assert [e.relation for e in group_a] == ["and", "single", "single"]
     assert [e.caption for e in group_a[1:]] == ["x", "y"]
     keys = set()
     for seed in range(8):
-        group_b = stage_b_group(a, "x", b, "y", np.random.default_rng(seed), S)
+        group_b = stage_b_group((a, "x", b, "y"), np.random.default_rng(seed), CompositeLayout(S))
         assert [e.key for e in group_b] == ["seq|x|y", "seq|y|x", "while|x|y"]
         # Every caption's hard-negative keys are the keys of the group's other two audios.
         for example in group_b:
@@ -133,9 +136,11 @@ def reference_loss(audio, text, negatives, keys, negative_keys, scale, weight):
 @pytest.mark.parametrize("weight", [1.0, 3.0])
 def test_contrastive_loss_with_hard_negatives_matches_float64_loops(weight):
     a, b = clips()
-    examples = stage_b_group(a, "x", b, "y", np.random.default_rng(0), S)
-    examples += stage_a_group(a, "x", b, "z", np.random.default_rng(1), S)
-    examples += stage_b_group(b, "y", a, "x", np.random.default_rng(2), S)  # repeats keys: same-key masking
+    examples = stage_b_group((a, "x", b, "y"), np.random.default_rng(0), CompositeLayout(S))
+    examples += stage_a_group((a, "x", b, "z"), np.random.default_rng(1), CompositeLayout(S))
+    examples += stage_b_group(
+        (b, "y", a, "x"), np.random.default_rng(2), CompositeLayout(S)
+    )  # repeats keys: same-key masking
     keys, negative_keys = key_ids(examples, 2)
     assert (negative_keys[3:6] >= 0).sum() == 4  # the single-sound items have one negative each
     generator = torch.Generator().manual_seed(0)
@@ -235,6 +240,6 @@ def test_transformers_clap_models_work_with_the_global_embeddings(labelled_clips
         rng.standard_normal(48000).astype(np.float32) * 0.1,
         rng.standard_normal(48000).astype(np.float32) * 0.1,
     )
-    loss = temporal_batch_loss(model, processor, stage_b_group(a, "x", b, "y", rng, 48000))
+    loss = temporal_batch_loss(model, processor, stage_b_group((a, "x", b, "y"), rng, CompositeLayout(48000)))
     loss.backward()
     assert torch.isfinite(loss) and model.logit_scale_a.grad is not None

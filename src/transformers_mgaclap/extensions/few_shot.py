@@ -15,6 +15,7 @@ All logits are `(num_queries, num_classes)` over the episode's classes in [`Epis
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.utils.logging import tqdm
 
 from ..embedding import embed_audio, embed_text, logit_scale
 
@@ -248,8 +250,17 @@ def pairwise_ot_similarity(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class _Rows:
+    """`select(indices)`: the same features for a subset of rows (`None` fields stay `None`)."""
+
+    def select(self, indices: Sequence[int]):
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        values = (getattr(self, item.name) for item in dataclasses.fields(self))
+        return type(self)(*(None if value is None else value[index] for value in values))
+
+
 @dataclass
-class AudioFeatures:
+class AudioFeatures(_Rows):
     """Frozen audio features of a dataset: `clip` `(num_clips, D)`, `frames` `(num_clips, T, D)` (normalised) and
     `frame_mask` `(num_clips, T)` (1 on frames of real audio; MGA-CLAP marks repeat-padding as padding)."""
 
@@ -257,27 +268,15 @@ class AudioFeatures:
     frames: torch.Tensor | None
     frame_mask: torch.Tensor | None
 
-    def select(self, indices: Sequence[int]) -> AudioFeatures:
-        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        if self.frames is None:
-            return AudioFeatures(self.clip[index], None, None)
-        return AudioFeatures(self.clip[index], self.frames[index], self.frame_mask[index])
-
 
 @dataclass
-class ClassTexts:
+class ClassTexts(_Rows):
     """Class-side text features: `prototypes` `(C, D)` (the normalised mean of each class's prompt embeddings: the
     zero-shot classifier) and the fine-grained sets `local` `(C, L, D)` with `local_mask` `(C, L)`."""
 
     prototypes: torch.Tensor
     local: torch.Tensor | None
     local_mask: torch.Tensor | None
-
-    def select(self, indices: Sequence[int]) -> ClassTexts:
-        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        if self.local is None:
-            return ClassTexts(self.prototypes[index], None, None)
-        return ClassTexts(self.prototypes[index], self.local[index], self.local_mask[index])
 
 
 @torch.no_grad()
@@ -675,48 +674,63 @@ def run_episodes(
     return result
 
 
-def few_shot_table(
-    features: AudioFeatures,
-    labels: Sequence[int],
-    texts: ClassTexts,
-    splits: Sequence[Sequence[int]],
+def evaluate_few_shot(
+    model,
+    processor,
+    dataset,
+    class_prompts: Sequence[Sequence[str]],
+    *,
     k_shots: Sequence[int],
+    n_way: int,
     n_query: int,
-    episodes_per_split: int,
+    num_splits: int = 5,
+    split_seed: int = 0,
+    episodes_per_split: int = 20,
     methods: Sequence[str] = METHODS,
     config: FewShotConfig | None = None,
     seed: int = 0,
-    logit_scale: float = 1.0 / 0.07,
+    audio_column: str = "audio",
+    label_column: str = "label",
+    batch_size: int = 32,
     progress: bool = False,
 ) -> list[dict]:
-    """[`run_episodes`] for every K of `k_shots`: one row `{"method", "k_shot", "mean", "ci95", "episodes"}` per
-    method and K (accuracies as fractions).
+    """The whole protocol on a labelled-clip dataset: every clip and class embedded once, then [`run_episodes`] for every
+    K of `k_shots` on `num_splits` fixed class splits ([`fixed_class_splits`]) of `n_way` classes, every method on the
+    same episodes.
 
-    Episodes are many small tensor operations: they run on one thread, which avoids the synchronisation overhead of
-    several (an order of magnitude on a loaded 2-core machine); the thread count is restored afterwards.
+    Args:
+        dataset (`datasets.Dataset`): labelled clips (`audio_column`, `label_column`).
+        class_prompts (`Sequence[Sequence[str]]`): the texts of each class, in class-index order (see
+            [`default_class_prompts`]).
+
+    Returns:
+        `list[dict]`: one row `{"method", "k_shot", "mean", "ci95", "episodes"}` per method and K (accuracies as
+        fractions).
     """
-    from transformers.utils.logging import tqdm
+    from ..data.labels import class_indices, class_names_of
+    from ..data.sources import load_waveforms
 
+    config = config or FewShotConfig()
+    labels, names = class_indices(list(dataset[label_column]), class_names_of(dataset, label_column))
+    if len(class_prompts) != len(names):
+        raise ValueError(f"Got texts for {len(class_prompts)} classes; the dataset has {len(names)}.")
+    waveforms = load_waveforms(dataset, audio_column, processor.feature_extractor.sampling_rate)
+    features = extract_audio_features(model, processor, waveforms, batch_size, progress=progress)
+    texts = extract_class_texts(model, processor, class_prompts, config.fine_grained_text)
+    splits = fixed_class_splits(len(names), num_splits, n_way, split_seed)
+    options = dict(methods=methods, config=config, seed=seed, logit_scale=logit_scale_value(model))
     rows = []
+    # Episodes are many small tensor operations: one thread avoids the synchronisation overhead of several (an order
+    # of magnitude on a loaded 2-core machine).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    bar = tqdm(total=len(k_shots) * len(splits) * episodes_per_split, unit="episodes", disable=not progress)
+    bar = tqdm(total=len(k_shots) * num_splits * episodes_per_split, unit="episodes", disable=not progress)
     try:
         for k_shot in k_shots:
             result = run_episodes(
-                features,
-                labels,
-                texts,
-                splits,
-                k_shot,
-                n_query,
-                episodes_per_split,
-                methods=methods,
-                config=config,
-                seed=seed,
-                logit_scale=logit_scale,
-                progress=lambda *_: bar.update(1),
-            )
+                features, labels, texts, splits, k_shot, n_query, episodes_per_split,
+                progress=lambda *_: bar.update(1), **options,
+            )  # fmt: skip
             rows += [
                 {"method": method, "k_shot": k_shot, **summary}
                 for method, summary in result.summary().items()
@@ -728,7 +742,7 @@ def few_shot_table(
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """[`few_shot_table`] rows as a markdown table of accuracies (%) with their 95 % interval half-widths."""
+    """[`evaluate_few_shot`] rows as a markdown table of accuracies (%) with their 95 % interval half-widths."""
     shots = sorted({row["k_shot"] for row in rows})
     lines = ["| method | " + " | ".join(f"K = {k}" for k in shots) + " |", "|---|" + "---:|" * len(shots)]
     for method in dict.fromkeys(row["method"] for row in rows):
@@ -770,9 +784,9 @@ __all__ = [
     "cache_logits",
     "default_class_prompts",
     "episode_logits",
+    "evaluate_few_shot",
     "extract_audio_features",
     "extract_class_texts",
-    "few_shot_table",
     "fixed_class_splits",
     "logit_scale_value",
     "markdown_table",

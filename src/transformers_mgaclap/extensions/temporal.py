@@ -79,6 +79,25 @@ class TemporalExample:
     negatives: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class CompositeLayout:
+    """Where the clips of a composite go (module docstring).
+
+    Attributes:
+        segment_samples (`int`): `S`, the slot of each clip (clips are cropped from the start or zero-padded to it).
+        gap_samples (`int`): silence between the two slots of a sequence.
+        templates (`Mapping[str, str]`, *optional*): caption templates overriding [`DEFAULT_TEMPLATES`].
+    """
+
+    segment_samples: int
+    gap_samples: int = 0
+    templates: Mapping[str, str] | None = None
+
+
+# Two labelled clips: (clip a, label a, clip b, label b).
+ClipPair = tuple[np.ndarray, str, np.ndarray, str]
+
+
 def _fit(clip: np.ndarray, num_samples: int) -> np.ndarray:
     """Crop from the start or zero-pad at the end to exactly `num_samples` (no tiling: tiling would read as repetition)."""
     clip = np.asarray(clip, dtype=np.float32)[:num_samples]
@@ -135,21 +154,19 @@ def build_temporal_example(
     clip_b: np.ndarray | None,
     label_b: str | None,
     relation: str,
-    segment_samples: int,
-    gap_samples: int = 0,
+    layout: CompositeLayout,
     and_layout: str = "sequence",
-    templates: Mapping[str, str] | None = None,
     peak_level: float = 0.95,
 ) -> TemporalExample:
     """Compose two labelled clips (or one, for `"single"`) into a relation example (layout: module docstring).
 
     Args:
         clip_a, clip_b (`np.ndarray` of shape `(num_samples,)`): mono waveforms at the model's rate; each is fitted to
-            `segment_samples`. `clip_b` / `label_b` may be `None` for `"single"` (then the example has no negative).
+            `layout.segment_samples`. `clip_b` / `label_b` may be `None` for `"single"` (then the example has no
+            negative).
         label_a, label_b (`str`): label texts.
         relation (`str`): one of [`RELATIONS`].
-        segment_samples (`int`): `S`, the slot of each clip.
-        gap_samples (`int`): silence between the two slots of a sequence.
+        layout ([`CompositeLayout`]): slot length, gap and caption templates.
         and_layout (`str`): `"sequence"` or `"overlay"`, the audio of an `"and"` caption.
         peak_level (`float`): a mix peaking above this is scaled down to it as a whole (overlays can exceed 1).
 
@@ -162,9 +179,9 @@ def build_temporal_example(
         raise ValueError(f"Relation {relation!r} needs two clips.")
     if and_layout not in ("sequence", "overlay"):
         raise ValueError(f"and_layout must be 'sequence' or 'overlay', got {and_layout!r}.")
-    size = segment_samples
-    audio = np.zeros(2 * size + gap_samples, dtype=np.float32)
-    second = size + gap_samples
+    size, templates = layout.segment_samples, layout.templates
+    audio = np.zeros(2 * size + layout.gap_samples, dtype=np.float32)
+    second = size + layout.gap_samples
     fitted_a = _fit(clip_a, size)
     if relation == "single":
         starts = [(label_a, fitted_a, 0)]
@@ -192,53 +209,37 @@ def build_temporal_example(
 
 
 def stage_a_group(
-    clip_a: np.ndarray,
-    label_a: str,
-    clip_b: np.ndarray,
-    label_b: str,
-    rng: np.random.Generator,
-    segment_samples: int,
-    gap_samples: int = 0,
-    overlay_probability: float = 0.5,
-    templates: Mapping[str, str] | None = None,
+    pair: ClipPair, rng: np.random.Generator, layout: CompositeLayout, overlay_probability: float = 0.5
 ) -> list[TemporalExample]:
     """TeminAL A for one pair: `"a and b"` (sequence or overlay) and the two single-sound clips."""
-    layout = "overlay" if rng.random() < overlay_probability else "sequence"
-    common = dict(segment_samples=segment_samples, gap_samples=gap_samples, templates=templates)
+    clip_a, label_a, clip_b, label_b = pair
+    and_layout = "overlay" if rng.random() < overlay_probability else "sequence"
     return [
-        build_temporal_example(clip_a, label_a, clip_b, label_b, "and", and_layout=layout, **common),
-        build_temporal_example(clip_a, label_a, clip_b, label_b, "single", **common),
-        build_temporal_example(clip_b, label_b, clip_a, label_a, "single", **common),
+        build_temporal_example(clip_a, label_a, clip_b, label_b, "and", layout, and_layout=and_layout),
+        build_temporal_example(clip_a, label_a, clip_b, label_b, "single", layout),
+        build_temporal_example(clip_b, label_b, clip_a, label_a, "single", layout),
     ]
 
 
 def stage_b_group(
-    clip_a: np.ndarray,
-    label_a: str,
-    clip_b: np.ndarray,
-    label_b: str,
-    rng: np.random.Generator,
-    segment_samples: int,
-    gap_samples: int = 0,
-    after_probability: float = 0.5,
-    templates: Mapping[str, str] | None = None,
+    pair: ClipPair, rng: np.random.Generator, layout: CompositeLayout, after_probability: float = 0.5
 ) -> list[TemporalExample]:
     """TeminAL B for one pair: a then b, b then a (each worded "before" or, with `after_probability`, "after"), overlay.
 
     The three audios are each other's hard negatives (swapped order, overlay), so a batch of whole groups holds
     the hard-negative audio of every caption.
     """
-    common = dict(segment_samples=segment_samples, gap_samples=gap_samples, templates=templates)
+    clip_a, label_a, clip_b, label_b = pair
 
     def sequence(x_clip, x, y_clip, y) -> TemporalExample:  # audio x then y
         if rng.random() < after_probability:
-            return build_temporal_example(y_clip, y, x_clip, x, "after", **common)  # "y after x"
-        return build_temporal_example(x_clip, x, y_clip, y, "before", **common)
+            return build_temporal_example(y_clip, y, x_clip, x, "after", layout)  # "y after x"
+        return build_temporal_example(x_clip, x, y_clip, y, "before", layout)
 
     return [
         sequence(clip_a, label_a, clip_b, label_b),
         sequence(clip_b, label_b, clip_a, label_a),
-        build_temporal_example(clip_a, label_a, clip_b, label_b, "while", **common),
+        build_temporal_example(clip_a, label_a, clip_b, label_b, "while", layout),
     ]
 
 
@@ -428,7 +429,7 @@ def evaluate_temporal(
         dataset (`datasets.Dataset`): labelled clips with `audio_column` and `label_column` (ESC-50 style).
         pairs (`Sequence[tuple[int, int]]`, *optional*): allowed class pairs (label indices), e.g. the held-out
             pairs of [`split_class_pairs`]; default all pairs of distinct classes.
-        segment_seconds, gap_seconds: the composite layout ([`build_temporal_example`]).
+        segment_seconds, gap_seconds: the composite layout ([`CompositeLayout`], in seconds).
         label_names: class names for integer labels (default: the `ClassLabel` names, else the integers).
 
     Returns:
@@ -446,15 +447,16 @@ def evaluate_temporal(
     draws = sample_pair_clips(label_indices, pairs, num_pairs, np.random.default_rng(seed))
     sampling_rate = processor.feature_extractor.sampling_rate
     waveforms = load_waveforms(dataset, audio_column, sampling_rate)
-    size, gap = int(round(segment_seconds * sampling_rate)), int(round(gap_seconds * sampling_rate))
+    layout = CompositeLayout(
+        int(round(segment_seconds * sampling_rate)), int(round(gap_seconds * sampling_rate)), templates
+    )
 
     items = []  # (relation, audio, candidates, truth)
     for first, second in draws:
         a, b = label_text(labels[first], names), label_text(labels[second], names)
-        layout = dict(segment_samples=size, gap_samples=gap, templates=templates)
-        sequence = build_temporal_example(waveforms[first], a, waveforms[second], b, "before", **layout).audio
-        overlay = build_temporal_example(waveforms[first], a, waveforms[second], b, "while", **layout).audio
-        single = build_temporal_example(waveforms[first], a, None, None, "single", **layout).audio
+        sequence = build_temporal_example(waveforms[first], a, waveforms[second], b, "before", layout).audio
+        overlay = build_temporal_example(waveforms[first], a, waveforms[second], b, "while", layout).audio
+        single = build_temporal_example(waveforms[first], a, None, None, "single", layout).audio
         for relation, audio in (
             ("before", sequence),
             ("after", sequence),
@@ -486,6 +488,8 @@ def evaluate_temporal(
 
 __all__ = [
     "DEFAULT_TEMPLATES",
+    "ClipPair",
+    "CompositeLayout",
     "EVALUATION_RELATIONS",
     "RELATIONS",
     "TemporalExample",

@@ -30,6 +30,7 @@ from ..data.labels import class_indices, class_names_of, label_text
 from ..data.soundscapes import build_labelled_clip_dataset
 from ..data.sources import load_dataset_source, load_waveforms
 from ..extensions.temporal import (
+    CompositeLayout,
     evaluate_temporal,
     sample_pair_clips,
     split_class_pairs,
@@ -173,10 +174,8 @@ class TemporalPostTraining:
         with self.accelerator.main_process_first():
             self.clips = load_labelled_clips(args, rate)
         self.templates = json.loads(args.templates) if args.templates else None
-        self.layout = dict(
-            segment_samples=int(round(args.segment_seconds * rate)),
-            gap_samples=int(round(args.gap_seconds * rate)),
-            templates=self.templates,
+        self.layout = CompositeLayout(
+            int(round(args.segment_seconds * rate)), int(round(args.gap_seconds * rate)), self.templates
         )
         self.total_steps = args.stage_a_steps + args.stage_b_steps
         self._prepare_optimization()
@@ -207,11 +206,9 @@ class TemporalPostTraining:
         for first, second in sample_pair_clips(clips.classes, clips.train_pairs, args.pairs_per_batch, rng):
             pair = (clips.waveforms[first], clips.texts[first], clips.waveforms[second], clips.texts[second])
             if step < args.stage_a_steps:
-                examples += stage_a_group(
-                    *pair, rng, overlay_probability=args.overlay_probability, **self.layout
-                )
+                examples += stage_a_group(pair, rng, self.layout, args.overlay_probability)
             else:
-                examples += stage_b_group(*pair, rng, after_probability=args.after_probability, **self.layout)
+                examples += stage_b_group(pair, rng, self.layout, args.after_probability)
         return examples
 
     def resume(self) -> None:

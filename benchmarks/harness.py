@@ -1,5 +1,7 @@
-"""Peak-memory probes shared by the benchmarks (Linux `/proc`). Each benchmark measures in a fresh subprocess, so the
-counters are that process's own."""
+"""What the benchmarks share: peak-memory probes (Linux `/proc`; each benchmark measures in a fresh subprocess, so the
+counters are that process's own) and defaults that depend on `--quick`."""
+
+import argparse
 
 
 def status_kib(field: str) -> int:
@@ -19,3 +21,11 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return abs(status_kib("VmHWM") - status_kib("VmRSS")) <= 1024
+
+
+def fill_defaults(args: argparse.Namespace, defaults: dict[str, tuple]) -> argparse.Namespace:
+    """Set every argument left `None` to its `(default, quick default)` pair's value for `args.quick`."""
+    for name, (default, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else default)
+    return args
