@@ -39,7 +39,7 @@ def test_audio_embeddings_are_the_models_outputs(processor, clips):
         expected = model.get_audio_features(**features)
     torch.testing.assert_close(embeds.clip_embeds, expected.pooler_output, atol=1e-6, rtol=0)
     torch.testing.assert_close(
-        embeds.frame_embeds, F.normalize(expected.last_hidden_state, dim=-1), atol=1e-6, rtol=0
+        embeds.frame_embeds, F.normalize(expected.local_embeds, dim=-1), atol=1e-6, rtol=0
     )
     assert torch.equal(embeds.frame_mask, expected.local_mask)
     assert not embeds.clip_embeds.requires_grad
@@ -81,7 +81,7 @@ def test_text_embeddings_across_batches(processor):
     torch.testing.assert_close(batched.text_embeds, expected.pooler_output, atol=1e-6, rtol=0)
     assert batched.word_embeds.shape[:2] == batched.word_mask.shape == expected.local_mask.shape
     torch.testing.assert_close(
-        batched.word_embeds * batched.word_mask[..., None], F.normalize(expected.last_hidden_state, dim=-1)
+        batched.word_embeds * batched.word_mask[..., None], F.normalize(expected.local_embeds, dim=-1)
         * expected.local_mask[..., None], atol=1e-6, rtol=0,
     )  # fmt: skip
     with pytest.raises(ValueError, match="Text 1 is empty"):

@@ -248,7 +248,9 @@ def test_frames_without_locality_aware_block_equal_transformers_encoder():
     reference.load_state_dict(model.audio_encoder.state_dict(), strict=False)
     features = audio_inputs(2)["input_features"]
     expected = reference(features.unsqueeze(1)).last_hidden_state.mean(2).transpose(1, 2)  # (B, 32, C)
-    torch.testing.assert_close(model.audio_encoder(features), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        model.audio_encoder(features).last_hidden_state, expected, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_locality_aware_block_matches_float64_formula():
@@ -258,7 +260,7 @@ def test_locality_aware_block_matches_float64_formula():
     assert isinstance(block, MGAClapLocalityAwareBlock)
     captured = {}
     block.register_forward_pre_hook(lambda module, args: captured.setdefault("x", args[0].detach()))
-    frames = encoder(audio_inputs(2)["input_features"])
+    frames = encoder(audio_inputs(2)["input_features"]).last_hidden_state
 
     x = captured["x"].double().numpy()  # (B, 64, C): the input of the last block
     value = block.attention.self.value
@@ -300,12 +302,13 @@ def test_forward_outputs_and_shapes(model):
     torch.testing.assert_close(out.logits_per_text, out.logits_per_audio.t())
     assert out.audio_embeds.shape == out.text_embeds.shape == (3, 16)
     torch.testing.assert_close(out.audio_embeds.norm(dim=-1), torch.ones(3))
-    assert out.frame_embeds.shape == (3, 32, 16)
-    assert out.word_embeds.shape == (3, text["input_ids"].shape[1] - 1, 16)
-    assert out.audio_codeword_weights.shape == out.text_codeword_weights.shape == (3, 24)
+    audio_out, text_out = out.audio_model_output, out.text_model_output
+    assert audio_out.local_embeds.shape == (3, 32, 16)
+    assert text_out.local_embeds.shape == (3, text["input_ids"].shape[1] - 1, 16)
+    assert audio_out.codeword_weights.shape == text_out.codeword_weights.shape == (3, 24)
     torch.testing.assert_close(out.logits_per_audio, out.audio_embeds @ out.text_embeds.t() / 0.07)
     assert out.loss.item() == pytest.approx(model.contrastive_loss(out.audio_embeds, out.text_embeds).item())
-    assert out.frame_mask.shape == (3, 32) and out.word_mask.tolist()[0][:4] == [1, 1, 0, 0]
+    assert audio_out.local_mask.shape == (3, 32) and text_out.local_mask.tolist()[0][:4] == [1, 1, 0, 0]
     assert isinstance(model(**text, **audio, return_dict=False), tuple)
 
 
@@ -317,7 +320,7 @@ def test_get_features_return_base_model_output_with_pooling(model):
     assert isinstance(text, BaseModelOutputWithPooling) and isinstance(audio, BaseModelOutputWithPooling)
     out = model(**text_inputs(2), **audio_inputs(2))
     torch.testing.assert_close(text.pooler_output, out.text_embeds)
-    torch.testing.assert_close(audio.last_hidden_state, out.frame_embeds)
+    torch.testing.assert_close(audio.local_embeds, out.audio_model_output.local_embeds)
 
 
 def test_word_mask_drops_cls_sep_and_pad(model):
@@ -336,9 +339,7 @@ def test_padding_tokens_do_not_change_text_embeddings(model):
     )  # row 0 has 4 tokens: no padding at all
     batched = model.get_text_features(**text)
     torch.testing.assert_close(batched.pooler_output[0], alone.pooler_output[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(
-        batched.last_hidden_state[0, :3], alone.last_hidden_state[0], atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(batched.local_embeds[0, :3], alone.local_embeds[0], atol=1e-5, rtol=1e-5)
 
 
 def test_audio_embeddings_do_not_depend_on_the_batch(model):
@@ -354,7 +355,7 @@ def test_input_features_mask_excludes_padded_frames_from_pooling(model):
     mel_mask[:, :500] = 1  # the first 5 s are real audio
     out = model.get_audio_features(features, mel_mask)
     assert out.local_mask.sum().item() == 16  # frames 0..15 cover the first 5 s of 10 s
-    expected, _ = model.codebook(out.last_hidden_state, out.local_mask)
+    expected, _ = model.codebook(out.local_embeds, out.local_mask)
     torch.testing.assert_close(out.pooler_output, F.normalize(expected, dim=-1))
     unmasked = model.get_audio_features(features).pooler_output
     assert not torch.allclose(out.pooler_output, unmasked)
@@ -365,7 +366,7 @@ def test_frame_text_similarity(model):
     sim = model.get_frame_text_similarity(**audio, **text)
     assert sim.frame_similarity.shape == (3, 32, 2) and sim.clip_similarity.shape == (3, 2)
     torch.testing.assert_close(sim.frame_boundaries, torch.linspace(0, 10, 33))
-    frames = F.normalize(model.get_audio_features(**audio).last_hidden_state, dim=-1)
+    frames = F.normalize(model.get_audio_features(**audio).local_embeds, dim=-1)
     texts = model.get_text_features(**text).pooler_output
     torch.testing.assert_close(sim.frame_similarity, torch.einsum("btd,nd->btn", frames, texts))
     assert sim.frame_similarity.abs().max() <= 1 + 1e-5
@@ -424,17 +425,22 @@ def test_mean_aggregator_is_vanilla_clap_pooling():
     model = tiny_model(aggregator="mean")
     assert model.codebook is None
     out = model(**text_inputs(2), **audio_inputs(2))
-    assert out.audio_codeword_weights is None
-    torch.testing.assert_close(out.audio_embeds, F.normalize(out.frame_embeds.mean(1), dim=-1))
-    word_mask = out.word_mask.unsqueeze(-1).float()
-    expected = F.normalize((out.word_embeds * word_mask).sum(1) / word_mask.sum(1), dim=-1)
+    audio_out, text_out = out.audio_model_output, out.text_model_output
+    assert audio_out.codeword_weights is None
+    torch.testing.assert_close(out.audio_embeds, F.normalize(audio_out.local_embeds.mean(1), dim=-1))
+    word_mask = text_out.local_mask.unsqueeze(-1).float()
+    expected = F.normalize((text_out.local_embeds * word_mask).sum(1) / word_mask.sum(1), dim=-1)
     torch.testing.assert_close(out.text_embeds, expected)
 
 
 def test_activation_switch_changes_sparsity():
     sparse = tiny_model(codebook_activation="sparsemax")(**text_inputs(2), **audio_inputs(2))
     dense = tiny_model(codebook_activation="softmax")(**text_inputs(2), **audio_inputs(2))
-    assert (sparse.audio_codeword_weights == 0).any() and (dense.audio_codeword_weights > 0).all()
+    sparse_weights, dense_weights = (
+        sparse.audio_model_output.codeword_weights,
+        dense.audio_model_output.codeword_weights,
+    )
+    assert (sparse_weights == 0).any() and (dense_weights > 0).all()
 
 
 def test_loss_switches_change_the_loss():
@@ -460,10 +466,12 @@ def test_spec_augment_only_in_training():
     model = tiny_model(spec_augment=True)
     features = audio_inputs(2)["input_features"]
     torch.testing.assert_close(
-        model.audio_encoder(features), model.audio_encoder(features)
+        model.audio_encoder(features).last_hidden_state, model.audio_encoder(features).last_hidden_state
     )  # eval: deterministic
     model.train()
-    assert not torch.allclose(model.audio_encoder(features), model.audio_encoder(features))
+    assert not torch.allclose(
+        model.audio_encoder(features).last_hidden_state, model.audio_encoder(features).last_hidden_state
+    )
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

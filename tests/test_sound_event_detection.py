@@ -223,7 +223,7 @@ class EnergyModel(torch.nn.Module):
         embeds = torch.stack([angle.cos(), angle.sin()], dim=-1)
         mask = F.adaptive_max_pool1d(input_features_mask[:, None].float(), self.num_frames)[:, 0].long()
         clip = F.normalize(embeds.mean(dim=1), dim=-1)
-        return SimpleNamespace(pooler_output=clip, last_hidden_state=embeds, local_mask=mask)
+        return SimpleNamespace(pooler_output=clip, local_embeds=embeds, local_mask=mask)
 
 
 def bursts_recording(seconds: float, bursts: list[tuple[float, float]]) -> np.ndarray:

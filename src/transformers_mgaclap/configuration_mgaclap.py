@@ -78,6 +78,10 @@ class MGAClapConfig(PreTrainedConfig):
             three local 10 s crops, from [`MGAClapFeatureExtractor`] with `enable_fusion=True`) and fuses the local
             crops into the patch embedding with attentional feature fusion (`aff_2d`). Not part of MGA-CLAP; the
             paper's model has it off. This switch also sets `audio_config.enable_fusion`.
+        max_text_length (`int`, *optional*, defaults to 30):
+            Most tokens, [CLS] and [SEP] included, that the text tower reads: the official tokenizer limit. The
+            model cuts longer inputs itself (keeping their [SEP]), whichever component tokenised them. `None`
+            reads up to BERT's position limit.
 
     Example:
 
@@ -112,6 +116,7 @@ class MGAClapConfig(PreTrainedConfig):
     mel_frames_per_second: float = 100.0
     initializer_range: float = 0.02
     enable_fusion: bool = False
+    max_text_length: int | None = 30
 
     def __post_init__(self, **kwargs):
         if isinstance(
@@ -142,6 +147,13 @@ class MGAClapConfig(PreTrainedConfig):
             raise ValueError(f"`temperature_init` must be positive, got {self.temperature_init}.")
         if self.hard_negative_gamma < 0:
             raise ValueError(f"`hard_negative_gamma` must be >= 0, got {self.hard_negative_gamma}.")
+        positions = self.text_config.max_position_embeddings
+        if self.max_text_length is not None and not 3 <= self.max_text_length <= positions:
+            # [CLS], one word piece and [SEP] at least; at most what BERT's position table holds.
+            raise ValueError(
+                f"`max_text_length` must be between 3 and text_config.max_position_embeddings ({positions}), "
+                f"got {self.max_text_length}."
+            )
 
     def _check_geometry(self) -> None:
         audio = self.audio_config

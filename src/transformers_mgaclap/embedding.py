@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers.utils.logging import tqdm
 
 from .audio_input import AudioInput, load_audio
-from .processing_mgaclap import MAX_TEXT_LENGTH, check_texts
+from .processing_mgaclap import check_texts
 
 DEFAULT_AUDIO_BATCH_SIZE = 32
 DEFAULT_TEXT_BATCH_SIZE = 256
@@ -98,7 +98,7 @@ def _local_embeddings(output) -> tuple[torch.Tensor | None, torch.Tensor | None]
     mask = getattr(output, "local_mask", None)
     if mask is None:
         return None, None
-    return output.last_hidden_state, mask
+    return output.local_embeds, mask
 
 
 def _padded_cat(chunks: list[torch.Tensor], value: float = 0.0) -> torch.Tensor:
@@ -184,22 +184,15 @@ def embed_audio(
 
 
 def tokenize(model, tokenizer, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Tokenise texts as the model's text tower expects them; MGA-CLAP keeps at most 30 tokens ([CLS]/[SEP] included).
+    """Tokenise texts as the model's text tower reads them: MGA-CLAP keeps `config.max_text_length` tokens (30,
+    [CLS]/[SEP] included), other models the tokenizer's limit.
 
     Raises:
         `ValueError`: an empty list, or a text that is not a non-empty string.
     """
     texts = check_texts(texts)
-    is_mgaclap = getattr(getattr(model, "config", None), "model_type", None) == "mgaclap"
-    return dict(
-        tokenizer(
-            texts,
-            padding="longest",
-            truncation=True,
-            max_length=MAX_TEXT_LENGTH if is_mgaclap else None,
-            return_tensors="pt",
-        )
-    )
+    limit = getattr(getattr(model, "config", None), "max_text_length", None)
+    return dict(tokenizer(texts, padding="longest", truncation=True, max_length=limit, return_tensors="pt"))
 
 
 def embed_text(

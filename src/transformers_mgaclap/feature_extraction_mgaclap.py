@@ -42,6 +42,36 @@ _LONG_CLIP_FRAME_BLOCK = 2048
 NUM_FUSION_VIEWS = 4
 
 
+# Keyword arguments of `__call__`, named in the error an unknown one raises.
+CALL_ARGUMENTS = (
+    "sampling_rate",
+    "return_tensors",
+    "padding_mode",
+    "truncation_mode",
+    "resample",
+    "generator",
+)
+# Arguments of other audio extractors (transformers' ClapFeatureExtractor, sequence extractors) and what to use here.
+EQUIVALENTS = {
+    "truncation": f"`truncation_mode` {TRUNCATION_MODES}; LAION's truncation='fusion' is `enable_fusion=True` "
+    "when the extractor is built",
+    "padding": f"`padding_mode` {PADDING_MODES}",
+    "max_length": "`max_length_s` when the extractor is built",
+    "max_length_s": "an extractor built with that `max_length_s`",
+}
+
+
+def unexpected_arguments_message(
+    caller: str, unexpected: dict, accepted: tuple[str, ...], equivalents: dict[str, str] = EQUIVALENTS
+) -> str:
+    """The error for keyword arguments `caller` does not take: silently dropping them would hide a typo."""
+    hints = [f"instead of `{name}` use {equivalents[name]}" for name in unexpected if name in equivalents]
+    return (
+        f"{caller} got unexpected keyword arguments {sorted(unexpected)}; it accepts {', '.join(accepted)}."
+        + "".join(f" ({hint})" for hint in hints)
+    )
+
+
 def _check_choice(name: str, value: str, allowed) -> str:
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}.")
@@ -212,6 +242,9 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         self.truncation_mode = _check_choice("truncation_mode", truncation_mode, TRUNCATION_MODES)
         self.precision = _check_choice("precision", precision, tuple(PRECISIONS))
         self.enable_fusion = bool(enable_fusion)
+        # What the model's forward takes from this extractor's output (pipelines and Trainer filter inputs by it).
+        if self.enable_fusion:
+            self.model_input_names = [*type(self).model_input_names, "is_longer"]
         if self.max_samples <= n_fft // 2:
             raise ValueError(
                 f"`max_length_s * sampling_rate` ({self.max_samples} samples) must exceed n_fft // 2 ({n_fft // 2}) "
@@ -253,7 +286,7 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         output = {
             key: copy.deepcopy(value)
             for key, value in self.__dict__.items()
-            if key not in ("mel_filters", "window") and not key.startswith("_")
+            if key not in ("mel_filters", "window", "model_input_names") and not key.startswith("_")
         }
         output["feature_extractor_type"] = self.__class__.__name__
         return output
@@ -267,7 +300,7 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         truncation_mode: str | None = None,
         resample: bool = False,
         generator: torch.Generator | None = None,
-        **kwargs,
+        **unexpected,
     ) -> BatchFeature:
         """Compute log-mel features for one clip or a batch of clips.
 
@@ -290,8 +323,6 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
                 [`~audio_input.resample`]). Without it a different rate is an error.
             generator (`torch.Generator`, *optional*):
                 Random source for `truncation_mode="random"`, for reproducible crops.
-            kwargs:
-                Accepted for compatibility with processors and ignored.
 
         Returns:
             [`BatchFeature`] with
@@ -303,6 +334,8 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
             - with `enable_fusion` only, `is_longer` of shape `(batch,)`, bool: True for clips embedded through the
               fusion path (global + local views), False for clips padded or cropped to `max_length_s`.
         """
+        if unexpected:
+            raise TypeError(unexpected_arguments_message(type(self).__name__, unexpected, CALL_ARGUMENTS))
         padding_mode = _check_choice("padding_mode", padding_mode or self.padding_mode, PADDING_MODES)
         truncation_mode = _check_choice(
             "truncation_mode", truncation_mode or self.truncation_mode, TRUNCATION_MODES

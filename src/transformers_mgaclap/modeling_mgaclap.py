@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.models.bert.modeling_bert import BertEmbeddings
 from transformers.models.clap.modeling_clap import (
     ClapAudioAttention,
@@ -185,20 +185,34 @@ def embedding_regularization(audio_embeds: torch.Tensor, text_embeds: torch.Tens
 @dataclass
 class MGAClapModalityOutput(BaseModelOutputWithPooling):
     r"""
-    Output of [`MGAClapModel.get_audio_features`] and [`MGAClapModel.get_text_features`].
+    Output of [`MGAClapModel.get_audio_features`] and [`MGAClapModel.get_text_features`]. The first four fields mean
+    what they mean in transformers' `ClapModel`; the last three are MGA-CLAP's.
 
     Args:
-        last_hidden_state (`torch.FloatTensor` of shape `(batch, length, projection_dim)`):
-            Projected local embeddings, not normalised: frames `(batch, T, D)` for audio (T = 32 for the paper's
-            HTS-AT), word pieces without [CLS] `(batch, L - 1, D)` for text.
+        last_hidden_state (`torch.FloatTensor`):
+            The tower's last hidden state. Text: BERT's, `(batch, length, text hidden size)`. Audio: HTS-AT's final
+            tokens after its LayerNorm, regrouped into time-ordered frames, `(batch, T, audio hidden size)` (T = 32
+            frames of 10/32 s for the paper's geometry; the locality-aware block's value path).
         pooler_output (`torch.FloatTensor` of shape `(batch, projection_dim)`):
             L2-normalised global embedding (codebook aggregate, or masked mean for `aggregator="mean"`).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            The tower's hidden states, laid out as in `ClapModel`. Text: BERT's embeddings and every layer,
+            `(batch, length, hidden)`. Audio: the patch embeddings and the output of every stage, `(batch, channels,
+            height, width)` on HTS-AT's token grid (not time-ordered).
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            Attention probabilities. Text: every BERT layer's `(batch, heads, length, length)` (needs the eager
+            attention implementation). Audio, as `ClapModel`: each Swin stage's last block, per window `(batch *
+            windows, heads, window_tokens, window_tokens)`; a stage that ends with a locality-aware block has none.
+        local_embeds (`torch.FloatTensor` of shape `(batch, length, projection_dim)`):
+            Projected local embeddings, not normalised: frames `(batch, T, D)` for audio, word pieces without [CLS]
+            `(batch, L - 1, D)` for text. The primitive of frame-level detection and grounding.
         local_mask (`torch.LongTensor` of shape `(batch, length)`):
             1 on frames that hold real audio / on real word pieces, 0 on padding, [SEP] and [PAD].
         codeword_weights (`torch.FloatTensor` of shape `(batch, codebook_size)`, *optional*):
             Aggregation weights over the codewords (Sparsemax or Softmax output); `None` without a codebook.
     """
 
+    local_embeds: torch.FloatTensor | None = None
     local_mask: torch.LongTensor | None = None
     codeword_weights: torch.FloatTensor | None = None
 
@@ -206,7 +220,7 @@ class MGAClapModalityOutput(BaseModelOutputWithPooling):
 @dataclass
 class MGAClapOutput(ModelOutput):
     r"""
-    Output of [`MGAClapModel.forward`].
+    Output of [`MGAClapModel.forward`], with the fields of transformers' `ClapOutput`.
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
@@ -215,27 +229,24 @@ class MGAClapOutput(ModelOutput):
             Cosine similarities divided by the learned temperature.
         logits_per_text (`torch.FloatTensor` of shape `(text_batch, audio_batch)`):
             The transpose of `logits_per_audio`.
-        audio_embeds (`torch.FloatTensor` of shape `(audio_batch, projection_dim)`): normalised global audio embeddings.
         text_embeds (`torch.FloatTensor` of shape `(text_batch, projection_dim)`): normalised global text embeddings.
-        frame_embeds (`torch.FloatTensor` of shape `(audio_batch, num_frames, projection_dim)`): projected frames.
-        word_embeds (`torch.FloatTensor` of shape `(text_batch, length - 1, projection_dim)`): projected word pieces.
-        frame_mask (`torch.LongTensor` of shape `(audio_batch, num_frames)`): 1 on frames holding real audio.
-        word_mask (`torch.LongTensor` of shape `(text_batch, length - 1)`): 1 on real word pieces.
-        audio_codeword_weights (`torch.FloatTensor` of shape `(audio_batch, codebook_size)`, *optional*).
-        text_codeword_weights (`torch.FloatTensor` of shape `(text_batch, codebook_size)`, *optional*).
+        audio_embeds (`torch.FloatTensor` of shape `(audio_batch, projection_dim)`): normalised global audio embeddings.
+        text_model_output ([`MGAClapModalityOutput`]): what [`MGAClapModel.get_text_features`] returns (word pieces
+            in `local_embeds`).
+        audio_model_output ([`MGAClapModalityOutput`]): what [`MGAClapModel.get_audio_features`] returns (frames in
+            `local_embeds`).
     """
 
     loss: torch.FloatTensor | None = None
     logits_per_audio: torch.FloatTensor | None = None
     logits_per_text: torch.FloatTensor | None = None
-    audio_embeds: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
-    frame_embeds: torch.FloatTensor | None = None
-    word_embeds: torch.FloatTensor | None = None
-    frame_mask: torch.LongTensor | None = None
-    word_mask: torch.LongTensor | None = None
-    audio_codeword_weights: torch.FloatTensor | None = None
-    text_codeword_weights: torch.FloatTensor | None = None
+    audio_embeds: torch.FloatTensor | None = None
+    text_model_output: MGAClapModalityOutput | None = None
+    audio_model_output: MGAClapModalityOutput | None = None
+
+    def to_tuple(self) -> tuple:
+        return tuple(value.to_tuple() if isinstance(value, ModelOutput) else value for value in self.values())
 
 
 @dataclass
@@ -273,8 +284,11 @@ class MGAClapValueProjection(nn.Module):
         self.value = value
 
 
-class MGAClapValueAttention(nn.Module):
-    """Attention reduced to its value and output projections: each token is mapped on its own."""
+class MGAClapValuePath(nn.Module):
+    """A Swin attention reduced to its value and output projections: each token is mapped on its own, no token mixing.
+
+    (Not named `...Attention`: transformers decides from class names whether a model can switch its attention
+    implementation, and this module computes no attention.)"""
 
     def __init__(self, attention: ClapAudioAttention):
         super().__init__()
@@ -302,7 +316,7 @@ class MGAClapLocalityAwareBlock(nn.Module):
     def __init__(self, block: ClapAudioLayer):
         super().__init__()
         self.layernorm_before = block.layernorm_before
-        self.attention = MGAClapValueAttention(block.attention)
+        self.attention = MGAClapValuePath(block.attention)
         self.drop_path = block.drop_path
         self.layernorm_after = block.layernorm_after
 
@@ -389,17 +403,26 @@ class MGAClapAudioEncoder(ClapAudioEncoder):
             # The value path of block i feeds block i + 1 (the natural generalisation of the official single block).
             stage.blocks[index] = MGAClapLocalityAwareBlock(stage.blocks[index])
 
-    def forward(self, input_features: torch.Tensor, is_longer: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_features: torch.Tensor,
+        is_longer: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutput:
         """
         Args:
             input_features (`torch.FloatTensor` of shape `(batch, mel_frames, num_mel_bins)`): log-mel spectrograms;
                 with fusion also `(batch, 4, mel_frames, num_mel_bins)`: [global, front, middle, back] views.
             is_longer (`torch.BoolTensor` of shape `(batch,)`, *optional*): with fusion, the clips whose local views
                 are fused into the global one; the others use channel 0 only.
+            output_attentions, output_hidden_states (`bool`): also return, as `ClapAudioModel` does, the attention
+                probabilities of each stage's last block / the patch embeddings and every stage's output.
 
         Returns:
-            `torch.FloatTensor` of shape `(batch, num_frames, hidden_size)`: frame features in temporal order
-            (32 x 768 for the paper's HTS-AT), after the final LayerNorm.
+            `BaseModelOutput`: `last_hidden_state` of shape `(batch, num_frames, hidden_size)`, the frame features
+            in temporal order (32 x 768 for the paper's HTS-AT) after the final LayerNorm; `hidden_states` and
+            `attentions` on request.
         """
         if self.enable_fusion:
             features, longer_idx = self._fusion_inputs(input_features, is_longer)
@@ -413,10 +436,27 @@ class MGAClapAudioEncoder(ClapAudioEncoder):
             features
         )  # (B, C, spec_size, spec_size): bicubic stretch to 1024 frames, fold
         hidden_states = self.patch_embed(image, longer_idx)  # (B, H * W, C0)
-        for stage, input_dimensions in zip(self.layers, self.input_resolutions, strict=True):
-            hidden_states = stage(hidden_states, input_dimensions)[0]
-        hidden_states = self.norm(hidden_states)  # (B, R * R, C)
-        return audio_tokens_to_frames(hidden_states, self.freq_ratio)
+        all_hidden_states = (
+            (self._token_grid(hidden_states, self.input_resolutions[0]),) if output_hidden_states else None
+        )
+        all_attentions = () if output_attentions else None
+        for index, stage in enumerate(self.layers):
+            # Whole stages, as ClapAudioEncoder: a stage is the unit of gradient checkpointing.
+            outputs = stage(hidden_states, self.input_resolutions[index], output_attentions)
+            hidden_states, grid = outputs[0], outputs[2][-2:]
+            if output_hidden_states:
+                all_hidden_states += (self._token_grid(hidden_states, grid),)
+            if output_attentions:
+                all_attentions += outputs[3:]  # the stage's last block; a locality-aware block computes none
+        frames = audio_tokens_to_frames(self.norm(hidden_states), self.freq_ratio)  # (B, T, C)
+        return BaseModelOutput(
+            last_hidden_state=frames, hidden_states=all_hidden_states, attentions=all_attentions
+        )
+
+    @staticmethod
+    def _token_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Row-major tokens `(B, H * W, C)` -> `(B, C, H, W)`, the layout of `ClapAudioModel`'s hidden states."""
+        return tokens.unflatten(1, tuple(grid)).permute(0, 3, 1, 2)
 
     def _fusion_inputs(
         self, input_features: torch.Tensor, is_longer: torch.Tensor | None
@@ -577,42 +617,40 @@ class MGAClapModel(MGAClapPreTrainedModel):
         self.temperature = nn.Parameter(torch.tensor(config.temperature_init))
         self.post_init()
 
-    # -- local embeddings -------------------------------------------------------------------------------------
+    # -- towers -------------------------------------------------------------------------------------------------
 
-    def _frame_embeddings(
+    def _audio_tower(
         self,
         input_features: torch.Tensor,
-        input_features_mask: torch.Tensor | None,
-        is_longer: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mels `(B, T_mel, F)` (or fused `(B, 4, T_mel, F)`) -> projected frames `(B, T, D)` and mask `(B, T)`."""
+        is_longer: torch.Tensor | None,
+        output_attentions: bool,
+        output_hidden_states: bool,
+    ) -> BaseModelOutput:
+        """Log-mels `(B, T_mel, F)` (or fused `(B, 4, T_mel, F)`) -> HTS-AT frames `(B, T, C)` and, on request,
+        hidden states and attentions."""
         if self.config.enable_fusion:
             input_features, is_longer = self._check_fused_inputs(input_features, is_longer)
-            frames = self.audio_encoder(input_features, is_longer)  # (B, T, C)
         else:
-            if (
-                input_features.dim() == 4 and input_features.shape[1] == 1
-            ):  # ClapFeatureExtractor layout (B, 1, T, F)
-                input_features = input_features.squeeze(1)
-            num_mel_bins = self.config.audio_config.num_mel_bins
-            if input_features.dim() == 4 and input_features.shape[1] == 4:
-                raise ValueError(
-                    "`input_features` holds fused views (batch, 4, mel_frames, mel_bins) but the model has "
-                    "enable_fusion=False: use a feature extractor with enable_fusion=False."
-                )
-            if input_features.dim() != 3 or input_features.shape[-1] != num_mel_bins:
-                raise ValueError(
-                    f"`input_features` must have shape (batch, mel_frames, {num_mel_bins}), got {tuple(input_features.shape)}."
-                )
-            frames = self.audio_encoder(input_features)  # (B, T, C)
-        frame_embeds = self.audio_projection(frames)  # (B, T, D)
-        if input_features_mask is None:
-            frame_mask = frame_embeds.new_ones(frame_embeds.shape[:2], dtype=torch.long)
-        else:
-            # Frame k covers about mel frames [k T_mel / T, (k + 1) T_mel / T): it is real if any of them is.
-            mel_mask = input_features_mask.to(frame_embeds.device, torch.float32).unsqueeze(1)
-            frame_mask = F.adaptive_max_pool1d(mel_mask, frame_embeds.shape[1]).squeeze(1).long()
-        return frame_embeds, frame_mask
+            input_features = self._check_unfused_inputs(input_features)
+            is_longer = None
+        return self.audio_encoder(input_features, is_longer, output_attentions, output_hidden_states)
+
+    def _check_unfused_inputs(self, input_features: torch.Tensor) -> torch.Tensor:
+        """`(B, T_mel, F)` features (transformers' `(B, 1, T_mel, F)` layout accepted), or a clear error."""
+        if input_features.dim() == 4 and input_features.shape[1] == 1:  # ClapFeatureExtractor layout
+            input_features = input_features.squeeze(1)
+        num_mel_bins = self.config.audio_config.num_mel_bins
+        if input_features.dim() == 4 and input_features.shape[1] == 4:
+            raise ValueError(
+                "`input_features` holds fused views (batch, 4, mel_frames, mel_bins) but the model has "
+                "enable_fusion=False: use a feature extractor with enable_fusion=False."
+            )
+        if input_features.dim() != 3 or input_features.shape[-1] != num_mel_bins:
+            raise ValueError(
+                f"`input_features` must have shape (batch, mel_frames, {num_mel_bins}), got "
+                f"{tuple(input_features.shape)}."
+            )
+        return input_features
 
     def _check_fused_inputs(
         self, input_features: torch.Tensor, is_longer: torch.Tensor | None
@@ -636,34 +674,59 @@ class MGAClapModel(MGAClapPreTrainedModel):
             is_longer = (input_features[:, 1:] != input_features[:, :1]).flatten(1).any(dim=1)
         return input_features, is_longer
 
-    def _word_embeddings(
+    @staticmethod
+    def _frame_mask(input_features_mask: torch.Tensor | None, frames: torch.Tensor) -> torch.Tensor:
+        """`(B, T)` mask of the frames that hold real audio (all ones without a mel mask)."""
+        if input_features_mask is None:
+            return frames.new_ones(frames.shape[:2], dtype=torch.long)
+        # Frame k covers about mel frames [k T_mel / T, (k + 1) T_mel / T): it is real if any of them is.
+        mel_mask = input_features_mask.to(frames.device, torch.float32).unsqueeze(1)
+        return F.adaptive_max_pool1d(mel_mask, frames.shape[1]).squeeze(1).long()
+
+    def _fit_text(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
         token_type_ids: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids `(B, L)` -> projected word pieces without [CLS] `(B, L - 1, D)` and their mask (0 on SEP/PAD)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Validate the token ids and cut them to `config.max_text_length` tokens, whoever tokenised them.
+
+        A longer row keeps its first `max_text_length - 1` tokens and ends with its own last token ([SEP]): exactly
+        what tokenizer truncation gives, so every door (processor, pipeline, raw tokenizer) embeds the same text.
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must have shape (batch, length), got {tuple(input_ids.shape)}.")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         lengths = attention_mask.sum(dim=1)
-        if bool((lengths < 3).any()):
-            empty = (lengths < 3).nonzero().flatten().tolist()
-            raise ValueError(
-                f"Captions {empty} have no tokens between [CLS] and [SEP]: empty text cannot be embedded."
-            )
-        if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
-            raise ValueError(
-                "`attention_mask` must be right-padded ([CLS] ... [SEP] [PAD] ...), as BERT tokenizers do."
-            )
-        hidden_states = self.text_model(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
-        # The official mask: 1 on word pieces, 0 on [SEP] (the last attended position) and [PAD]; [CLS] dropped.
-        word_mask = attention_mask.clone()
-        word_mask[torch.arange(len(lengths), device=lengths.device), lengths - 1] = 0
-        return self.text_projection(hidden_states[:, 1:]), word_mask[:, 1:]
+        if not torch.compiler.is_compiling():  # data-dependent checks, kept out of export and compile graphs
+            if bool((lengths < 3).any()):
+                empty = (lengths < 3).nonzero().flatten().tolist()
+                raise ValueError(
+                    f"Captions {empty} have no tokens between [CLS] and [SEP]: empty text cannot be embedded."
+                )
+            if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+                raise ValueError(
+                    "`attention_mask` must be right-padded ([CLS] ... [SEP] [PAD] ...), as BERT tokenizers do."
+                )
+        limit = self.config.max_text_length or self.config.text_config.max_position_embeddings
+        if input_ids.shape[1] <= limit:
+            return input_ids, attention_mask, token_type_ids
+        last = (lengths - 1).clamp(min=0)[:, None]  # position of each row's [SEP]
+        cut = (lengths > limit)[:, None] & (torch.arange(limit, device=input_ids.device) == limit - 1)
+        input_ids = torch.where(cut, input_ids.gather(1, last), input_ids[:, :limit])
+        if token_type_ids is not None:
+            token_type_ids = torch.where(cut, token_type_ids.gather(1, last), token_type_ids[:, :limit])
+        return input_ids, attention_mask[:, :limit], token_type_ids
+
+    @staticmethod
+    def _word_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+        """The official mask of the word pieces after [CLS]: 1 on word pieces, 0 on [SEP] and [PAD] `(B, L - 1)`."""
+        lengths = attention_mask.sum(dim=1)
+        last = F.one_hot(lengths - 1, attention_mask.shape[1]).to(
+            attention_mask.dtype
+        )  # [SEP], the last attended
+        return (attention_mask - last)[:, 1:]
 
     def _aggregate(
         self, local_embeds: torch.Tensor, mask: torch.Tensor
@@ -676,11 +739,14 @@ class MGAClapModel(MGAClapPreTrainedModel):
 
     # -- public API -------------------------------------------------------------------------------------------
 
+    @can_return_tuple
     def get_audio_features(
         self,
         input_features: torch.Tensor,
         input_features_mask: torch.Tensor | None = None,
         is_longer: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> MGAClapModalityOutput:
         """Embed audio.
 
@@ -693,47 +759,88 @@ class MGAClapModel(MGAClapPreTrainedModel):
             is_longer (`torch.BoolTensor` of shape `(batch,)` or `(batch, 1)`, *optional*):
                 Fusion only: which clips are longer than 10 s and get their local views fused. When omitted it is
                 recovered from the features (a clip is fused iff its four views are not identical).
+            output_attentions, output_hidden_states (`bool`, *optional*): also return the audio tower's attentions /
+                hidden states (default: the configuration's).
+            return_dict (`bool`, *optional*): a tuple instead of the output object when `False` (default: the
+                configuration's).
 
         Returns:
-            [`MGAClapModalityOutput`]: `pooler_output` (batch, D) normalised clip embeddings, `last_hidden_state`
-            (batch, T, D) frame embeddings, `local_mask` (batch, T), `codeword_weights` (batch, M). For a fused
-            (longer) clip the frames follow the global view, which squeezes the whole clip into T frames, with
-            un-aligned local evidence added: they are not a time axis (see [`get_frame_text_similarity`]).
+            [`MGAClapModalityOutput`]: `pooler_output` (batch, D) normalised clip embeddings, `local_embeds`
+            (batch, T, D) projected frames, `local_mask` (batch, T), `codeword_weights` (batch, M), `last_hidden_state`
+            (batch, T, C) the tower's frames. For a fused (longer) clip the frames follow the global view, which
+            squeezes the whole clip into T frames, with un-aligned local evidence added: they are not a time axis
+            (see [`get_frame_text_similarity`]).
         """
-        frame_embeds, frame_mask = self._frame_embeddings(input_features, input_features_mask, is_longer)
+        tower = self._audio_tower(
+            input_features,
+            is_longer,
+            self._flag(output_attentions, "output_attentions"),
+            self._flag(output_hidden_states, "output_hidden_states"),
+        )
+        frame_embeds = self.audio_projection(tower.last_hidden_state)  # (B, T, D)
+        frame_mask = self._frame_mask(input_features_mask, frame_embeds)
         audio_embeds, weights = self._aggregate(frame_embeds, frame_mask)
         return MGAClapModalityOutput(
-            last_hidden_state=frame_embeds,
+            last_hidden_state=tower.last_hidden_state,
             pooler_output=audio_embeds,
+            hidden_states=tower.hidden_states,
+            attentions=tower.attentions,
+            local_embeds=frame_embeds,
             local_mask=frame_mask,
             codeword_weights=weights,
         )
 
+    @can_return_tuple
     def get_text_features(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> MGAClapModalityOutput:
         """Embed captions or class names.
 
         Args:
-            input_ids (`torch.LongTensor` of shape `(batch, length)`): BERT token ids, `[CLS] ... [SEP] [PAD]...`.
+            input_ids (`torch.LongTensor` of shape `(batch, length)`): BERT token ids, `[CLS] ... [SEP] [PAD]...`;
+                rows longer than `config.max_text_length` (30, the official limit) are cut as tokenizer truncation
+                does, whoever tokenised them.
             attention_mask (`torch.LongTensor` of shape `(batch, length)`, *optional*).
             token_type_ids (`torch.LongTensor` of shape `(batch, length)`, *optional*).
+            output_attentions, output_hidden_states (`bool`, *optional*): also return the text tower's attentions /
+                hidden states (default: the configuration's).
+            return_dict (`bool`, *optional*): a tuple instead of the output object when `False` (default: the
+                configuration's).
 
         Returns:
-            [`MGAClapModalityOutput`]: `pooler_output` (batch, D) normalised text embeddings, `last_hidden_state`
-            (batch, length - 1, D) word-piece embeddings, `local_mask`, `codeword_weights` (batch, M).
+            [`MGAClapModalityOutput`]: `pooler_output` (batch, D) normalised text embeddings, `local_embeds`
+            (batch, length - 1, D) projected word pieces, `local_mask`, `codeword_weights` (batch, M),
+            `last_hidden_state` (batch, length, H) BERT's.
         """
-        word_embeds, word_mask = self._word_embeddings(input_ids, attention_mask, token_type_ids)
+        input_ids, attention_mask, token_type_ids = self._fit_text(input_ids, attention_mask, token_type_ids)
+        tower = self.text_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_attentions=self._flag(output_attentions, "output_attentions"),
+            output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"),
+            return_dict=True,
+        )
+        word_embeds = self.text_projection(tower.last_hidden_state[:, 1:])  # (B, L - 1, D): [CLS] dropped
+        word_mask = self._word_mask(attention_mask)
         text_embeds, weights = self._aggregate(word_embeds, word_mask)
         return MGAClapModalityOutput(
-            last_hidden_state=word_embeds,
+            last_hidden_state=tower.last_hidden_state,
             pooler_output=text_embeds,
+            hidden_states=tower.hidden_states,
+            attentions=tower.attentions,
+            local_embeds=word_embeds,
             local_mask=word_mask,
             codeword_weights=weights,
         )
+
+    def _flag(self, value: bool | None, name: str) -> bool:
+        return bool(getattr(self.config, name)) if value is None else bool(value)
 
     def contrastive_loss(self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """The configured loss of normalised, paired global embeddings `(B, D)` (row i of each is a pair).
@@ -768,6 +875,8 @@ class MGAClapModel(MGAClapPreTrainedModel):
         input_features_mask: torch.Tensor | None = None,
         return_loss: bool | None = None,
         is_longer: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
     ) -> MGAClapOutput:
         """Embed both modalities and score every audio against every text.
 
@@ -776,12 +885,18 @@ class MGAClapModel(MGAClapPreTrainedModel):
             input_features, input_features_mask, is_longer: as [`get_audio_features`] (the feature extractor's
                 output).
             return_loss (`bool`, *optional*): compute the contrastive loss; audio i and text i must be a pair.
+            output_attentions, output_hidden_states (`bool`, *optional*): also return both towers' attentions /
+                hidden states, in `text_model_output` and `audio_model_output`.
+            return_dict (`bool`, *optional*): a tuple instead of the output object when `False`.
 
         Returns:
             [`MGAClapOutput`].
         """
-        audio = self.get_audio_features(input_features, input_features_mask, is_longer)
-        text = self.get_text_features(input_ids, attention_mask, token_type_ids)
+        flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states}
+        audio = self.get_audio_features(
+            input_features, input_features_mask, is_longer, **flags, return_dict=True
+        )
+        text = self.get_text_features(input_ids, attention_mask, token_type_ids, **flags, return_dict=True)
         logits_per_audio = audio.pooler_output @ text.pooler_output.t() / self.clamped_temperature()
         loss = None
         if return_loss:
@@ -794,14 +909,10 @@ class MGAClapModel(MGAClapPreTrainedModel):
             loss=loss,
             logits_per_audio=logits_per_audio,
             logits_per_text=logits_per_audio.t(),
-            audio_embeds=audio.pooler_output,
             text_embeds=text.pooler_output,
-            frame_embeds=audio.last_hidden_state,
-            word_embeds=text.last_hidden_state,
-            frame_mask=audio.local_mask,
-            word_mask=text.local_mask,
-            audio_codeword_weights=audio.codeword_weights,
-            text_codeword_weights=text.codeword_weights,
+            audio_embeds=audio.pooler_output,
+            text_model_output=text,
+            audio_model_output=audio,
         )
 
     @torch.no_grad()
@@ -836,9 +947,11 @@ class MGAClapModel(MGAClapPreTrainedModel):
                     "frames mix a compressed global view with local crops. Use the windowed path for long audio, "
                     "`compute_long_audio_frame_similarity` or the 'zero-shot-audio-event-detection' pipeline."
                 )
-        audio = self.get_audio_features(input_features, input_features_mask, is_longer)
-        text = self.get_text_features(input_ids, attention_mask, token_type_ids).pooler_output  # (N, D)
-        frames = F.normalize(audio.last_hidden_state, dim=-1)  # (B, T, D)
+        audio = self.get_audio_features(input_features, input_features_mask, is_longer, return_dict=True)
+        text = self.get_text_features(
+            input_ids, attention_mask, token_type_ids, return_dict=True
+        ).pooler_output
+        frames = F.normalize(audio.local_embeds, dim=-1)  # (B, T, D)
         # The fed input lasts (T_mel - 1) hops: 1001 frames at 100 frames/s are 10 s.
         duration = (input_features.shape[-2] - 1) / self.config.mel_frames_per_second
         num_frames = frames.shape[1]

@@ -9,11 +9,22 @@ import math
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
+from .feature_extraction_mgaclap import CALL_ARGUMENTS as AUDIO_ARGUMENTS
+from .feature_extraction_mgaclap import EQUIVALENTS, unexpected_arguments_message
+
 # The official text encoder keeps 30 WordPiece tokens, [CLS] and [SEP] included (docs/official-implementation.md §5).
 MAX_TEXT_LENGTH = 30
 # Sound event detection scores are raw cosines, which have no universal operating point: tune the threshold per
 # checkpoint and vocabulary (the official SED evaluation is threshold-free; grounding sweeps 50 thresholds).
 DEFAULT_THRESHOLD = 0.5
+# Keyword arguments of `__call__`, named in the error an unknown one raises: its own, then the extractor's.
+CALL_ARGUMENTS = ("text", "audio", "max_length", *AUDIO_ARGUMENTS)
+# Tokenizer arguments the processor fixes, and what to do instead.
+_EQUIVALENTS = {
+    **EQUIVALENTS,
+    "padding": f"nothing: text is padded to the longest caption; audio padding is {EQUIVALENTS['padding']}",
+    "truncation": f"`max_length` for text; audio truncation is {EQUIVALENTS['truncation']}",
+}
 
 
 class MGAClapProcessor(ProcessorMixin):
@@ -52,13 +63,21 @@ class MGAClapProcessor(ProcessorMixin):
             sampling_rate (`int`, *optional*): rate of `audio`; a rate other than the extractor's is an error
                 unless `resample=True` is passed.
             return_tensors (`str`, *optional*): `"pt"`, `"np"`, ...
-            max_length (`int`, *optional*, defaults to 30): token limit, special tokens included.
-            audio_kwargs: passed to the feature extractor (`padding_mode`, `truncation_mode`, `resample`, ...).
+            max_length (`int`, *optional*, defaults to 30): token limit, special tokens included (the model also
+                cuts its input at `config.max_text_length`, whoever tokenised).
+            audio_kwargs: passed to the feature extractor: `padding_mode`, `truncation_mode`, `resample`,
+                `generator`. Any other keyword is an error.
 
         Returns:
             [`BatchFeature`] with `input_ids`, `attention_mask`, `token_type_ids` (text) and `input_features`,
             `input_features_mask` (audio).
         """
+        unexpected = {key: value for key, value in audio_kwargs.items() if key not in AUDIO_ARGUMENTS}
+        if unexpected:
+            message = unexpected_arguments_message(
+                type(self).__name__, unexpected, CALL_ARGUMENTS, _EQUIVALENTS
+            )
+            raise TypeError(message)
         if text is None and audio is None:
             raise ValueError("Pass `text`, `audio` or both to the processor.")
         encoding = {}
