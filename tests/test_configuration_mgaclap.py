@@ -106,3 +106,11 @@ def test_fusion_switch_round_trips_and_is_the_only_way_in(tmp_path):
     assert reloaded.audio_config.fusion_type == "aff_2d"
     with pytest.raises(ValueError, match="enable_fusion=True on MGAClapConfig"):
         MGAClapConfig(audio_config={"enable_fusion": True})
+
+
+def test_max_text_length_defaults_to_the_official_limit_and_is_bounded():
+    assert MGAClapConfig().max_text_length == 30
+    assert MGAClapConfig(max_text_length=None).max_text_length is None
+    for bad in (2, 513):  # fewer than [CLS] word [SEP]; more than BERT's 512 positions
+        with pytest.raises(ValueError, match="max_text_length"):
+            MGAClapConfig(max_text_length=bad)
