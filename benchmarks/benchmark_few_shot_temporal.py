@@ -36,6 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from transformers_mgaclap.utils.cli import require_extra_or_exit
+
+from harness import HelpFormatter  # benchmarks/harness.py (scripts run from their folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {
     "clips_per_class": 4,
@@ -53,31 +57,44 @@ QUICK = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--model_name_or_path",
         default=str(ROOT / "outputs" / "mgaclap-pretrain"),
-        help="Produce it with `accelerate launch examples/pretrain.py`.",
+        help="The pre-trained model; produce it with `accelerate launch examples/pretrain.py`.",
     )
-    parser.add_argument("--output_dir", default=str(ROOT / "outputs" / "benchmark-few-shot-temporal"))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--output_dir",
+        default=str(ROOT / "outputs" / "benchmark-few-shot-temporal"),
+        help="Where results.json, results.md and the post-trained model go.",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the clips, episodes and post-training.")
     parser.add_argument("--clips_per_class", type=int, default=20, help="Held-out labelled clips per class.")
-    parser.add_argument("--n_way", type=int, default=5)
-    parser.add_argument("--k_shot", type=int, nargs="+", default=[1, 5])
-    parser.add_argument("--n_query", type=int, default=10)
-    parser.add_argument("--num_splits", type=int, default=5)
-    parser.add_argument("--episodes", type=int, default=10, help="Episodes per split.")
-    parser.add_argument("--temporal_pairs", type=int, default=100)
-    parser.add_argument("--heldout_pair_fraction", type=float, default=0.25)
-    parser.add_argument("--train_clips_per_class", type=int, default=16)
-    parser.add_argument("--stage_a_steps", type=int, default=12)
-    parser.add_argument("--stage_b_steps", type=int, default=24)
-    parser.add_argument("--pairs_per_batch", type=int, default=4)
-    parser.add_argument("--learning_rate", type=float, default=5e-5)
-    parser.add_argument("--retrieval_clips", type=int, default=100)
+    parser.add_argument("--n_way", type=int, default=5, help="Few-shot: classes per episode.")
+    parser.add_argument("--k_shot", type=int, nargs="+", default=[1, 5], help="Few-shot: supports per class.")
+    parser.add_argument("--n_query", type=int, default=10, help="Few-shot: queries per class.")
+    parser.add_argument("--num_splits", type=int, default=5, help="Few-shot: fixed class splits.")
+    parser.add_argument("--episodes", type=int, default=10, help="Few-shot: episodes per split.")
+    parser.add_argument("--temporal_pairs", type=int, default=100, help="ZSTE: class-pair draws.")
+    parser.add_argument(
+        "--heldout_pair_fraction",
+        type=float,
+        default=0.25,
+        help="Share of class pairs kept out of the post-training (ZSTE is measured on them).",
+    )
+    parser.add_argument(
+        "--train_clips_per_class", type=int, default=16, help="Post-training: synthetic clips per class."
+    )
+    parser.add_argument("--stage_a_steps", type=int, default=12, help="Post-training: stage A steps.")
+    parser.add_argument("--stage_b_steps", type=int, default=24, help="Post-training: stage B steps.")
+    parser.add_argument(
+        "--pairs_per_batch", type=int, default=4, help="Post-training: class pairs per step (3 clips each)."
+    )
+    parser.add_argument("--learning_rate", type=float, default=5e-5, help="Post-training: learning rate.")
+    parser.add_argument(
+        "--retrieval_clips", type=int, default=100, help="Held-out soundscapes of the retrieval R@1."
+    )
     parser.add_argument("--quick", action="store_true", help="Smoke run: " + json.dumps(QUICK))
     args = parser.parse_args(argv)
     if args.quick:
@@ -111,14 +128,18 @@ def coarse_and_temporal(model, processor, clips, waveforms, soundscapes, heldout
     from transformers_mgaclap.extensions.temporal import evaluate_temporal
 
     names = [label_text(n) for n in clips.features["label"].names]
-    features = extract_audio_features(model, processor, waveforms)
+    features = extract_audio_features(model, processor, waveforms, progress=True)
     texts = extract_class_texts(model, processor, default_class_prompts(names))
     predictions = zero_shot_logits(features, texts, 1.0).argmax(1).numpy()
     metrics = {"classification_accuracy": float((predictions == np.asarray(clips["label"])).mean())}
 
     rate = processor.feature_extractor.sampling_rate
     audio = embed_audio(
-        model, processor, load_waveforms(soundscapes, "audio", rate), batch_size=16
+        model,
+        processor,
+        load_waveforms(soundscapes, "audio", rate, progress=True),
+        batch_size=16,
+        progress=True,
     ).clip_embeds
     captions = [caption for clip_captions in soundscapes["captions"] for caption in clip_captions]
     owners = [clip for clip, clip_captions in enumerate(soundscapes["captions"]) for _ in clip_captions]
@@ -126,7 +147,13 @@ def coarse_and_temporal(model, processor, clips, waveforms, soundscapes, heldout
     recall = retrieval_metrics((text @ audio.t()).cpu().numpy(), owners, ks=(1,), percentage=False)
     metrics.update({key: recall[key] for key in ("t2a_R@1", "a2t_R@1")})
     temporal = evaluate_temporal(
-        model, processor, clips, num_pairs=args.temporal_pairs, pairs=heldout_pairs or None, seed=args.seed
+        model,
+        processor,
+        clips,
+        num_pairs=args.temporal_pairs,
+        pairs=heldout_pairs or None,
+        seed=args.seed,
+        progress=True,
     )
     metrics.update({f"temporal_{key}": value for key, value in temporal.items()})
     return metrics
@@ -182,6 +209,9 @@ def tables(results: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    require_extra_or_exit(
+        "train", ("accelerate", "datasets", "scipy"), "benchmarks/benchmark_few_shot_temporal.py"
+    )
     torch.set_num_threads(args.threads)
     if not os.path.exists(os.path.join(args.model_name_or_path, "config.json")):
         print(f"No model at {args.model_name_or_path}: run `accelerate launch examples/pretrain.py` first.")
@@ -204,9 +234,13 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     timings = {}
     model, processor = load(args.model_name_or_path)
-    clips = build_labelled_clip_dataset(args.clips_per_class, seed=args.seed, split_name="test")
-    waveforms = load_waveforms(clips, "audio", processor.feature_extractor.sampling_rate)
-    soundscapes = build_soundscape_dataset(args.retrieval_clips, seed=args.seed, split_name="test")
+    clips = build_labelled_clip_dataset(
+        args.clips_per_class, seed=args.seed, split_name="test", progress=True
+    )
+    waveforms = load_waveforms(clips, "audio", processor.feature_extractor.sampling_rate, progress=True)
+    soundscapes = build_soundscape_dataset(
+        args.retrieval_clips, seed=args.seed, split_name="test", progress=True
+    )
     names = clips.features["label"].names
 
     # 1. Few-shot episodes with the pre-trained model.

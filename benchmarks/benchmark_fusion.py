@@ -5,8 +5,8 @@ mean of embeddings): report both clips/s and the memory; fusion should cost <= 1
 
 What is measured. Each mode runs in a fresh subprocess (the parent never imports torch, so the child's peak RSS is its
 own), on CPU with `torch.set_num_threads(--threads)`, with the paper's geometry (`MGAClapConfig()`: HTS-AT + bert-base
-+ 4096-word codebook; random weights, float32, eval, `torch.no_grad`) and the feature extractor (float64 STFT as
-shipped, or `--precision float32`):
++ 4096-word codebook; random weights, float32, eval, `torch.no_grad`) and the feature extractor (float32 STFT as
+shipped, or `--precision float64`):
 
 - `fusion`: 60 s clips through `MGAClapFeatureExtractor(enable_fusion=True)` and the fused model (global view + 3
   local crops, one HTS-AT pass per clip);
@@ -31,6 +31,7 @@ import sys
 import time
 
 from harness import (  # benchmarks/harness.py (scripts run from their folder)
+    HelpFormatter,
     fill_defaults,
     reset_peak_rss,
     status_kib,
@@ -120,21 +121,21 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 clips per mode, batch 2 (smoke test)")
     parser.add_argument("--clips", type=int, default=None, help="clips per mode (default 8, 2 with --quick)")
     parser.add_argument(
         "--batch_size", type=int, default=None, help="clips per call (default 4, 2 with --quick)"
     )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each worker")
     parser.add_argument(
         "--precision",
         choices=["float64", "float32"],
-        default="float64",
-        help="the extractor's STFT precision in every mode (float64 is the shipped default)",
+        default="float32",
+        help="the extractor's STFT precision in every mode (float32 is the shipped default)",
     )
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--output", default=None, help="also write the results as JSON here")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="the modes to measure")
+    parser.add_argument("--output", default=None, help="also write the results as JSON here (default: none)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     return fill_defaults(parser.parse_args(), {"clips": (8, 2), "batch_size": (4, 2)})

@@ -41,7 +41,7 @@ from transformers import ClapModel
 from transformers_mgaclap import MGAClapConfig, MGAClapModel
 
 from clap_twin import clap_config  # benchmarks/clap_twin.py (scripts run from their folder)
-from harness import reset_peak_rss, status_kib  # benchmarks/harness.py
+from harness import HelpFormatter, reset_peak_rss, status_kib  # benchmarks/harness.py
 
 TEXT_LENGTH = 30  # the official caption length, [CLS] and [SEP] included
 MEL_FRAMES = 1001  # 10 s at 32 kHz with hop 320
@@ -241,14 +241,20 @@ def measure_memory(name: str, batch_size: int, threads: int) -> dict:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--batch_size", type=int, default=8, help="training-step batch (default 8, 2 with --quick)"
     )
-    parser.add_argument("--batch_size", type=int, default=8, help="training-step batch (default 8)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed training steps per model (default 5)")
-    parser.add_argument("--inference_batch_size", type=int, default=32, help="inference batch (default 32)")
-    parser.add_argument("--inference_repeats", type=int, default=3, help="timed inference calls (default 3)")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed training steps per model (default 5, 2 with --quick)"
+    )
+    parser.add_argument(
+        "--inference_batch_size", type=int, default=32, help="inference batch (default 32, 2 with --quick)"
+    )
+    parser.add_argument(
+        "--inference_repeats", type=int, default=3, help="timed inference calls (default 3, 2 with --quick)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: batch 2, 2 repeats, inference batch 2"
     )
@@ -258,7 +264,7 @@ def parse_args() -> argparse.Namespace:
         help="also time MGA-CLAP with eager text attention, with SpecAugment, and without the codebook",
     )
     parser.add_argument("--skip_memory", action="store_true", help="do not measure inference peak memory")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON (default: none)")
     parser.add_argument("--memory_worker", choices=sorted(DESCRIPTIONS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:

@@ -38,6 +38,7 @@ import tempfile
 import time
 
 from harness import (  # benchmarks/harness.py (scripts run from their folder)
+    HelpFormatter,
     fill_defaults,
     reset_peak_rss,
     status_kib,
@@ -108,7 +109,7 @@ def worker(args: argparse.Namespace) -> None:
         sampling_rate=SAMPLING_RATE,
         hop_seconds=args.hop,
         batch_size=args.batch_size,
-        progress=False,
+        progress=True,  # on the parent's stderr: a 30 min recording takes a minute or more
     )
     threshold = float(stitched.frame_similarity.quantile(0.9))
     events = post_process_sound_event_detection(
@@ -160,19 +161,20 @@ def run_length(minutes: float, args: argparse.Namespace) -> dict:
         args.input,
     ]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    # stderr is the parent's: the worker's progress bar and any traceback are shown as they come.
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, env=env)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
-        raise RuntimeError(f"worker for {minutes} min failed:\n{result.stdout}\n{result.stderr}")
+        raise RuntimeError(f"worker for {minutes} min failed (its stderr is above):\n{result.stdout}")
     return json.loads(lines[-1][len("RESULT ") :])
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument("--quick", action="store_true", help="0.5 min vs 2 min (smoke test)")
     parser.add_argument("--short_minutes", type=float, default=None, help="default 1 (0.5 with --quick)")
     parser.add_argument("--long_minutes", type=float, default=None, help="default 30 (2 with --quick)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each worker")
     parser.add_argument("--hop", type=float, default=5.0, help="seconds between window starts")
     parser.add_argument("--batch_size", type=int, default=8, help="windows per model call")
     parser.add_argument("--labels", type=int, default=10, help="text queries")
@@ -182,7 +184,7 @@ def parse_args() -> argparse.Namespace:
         default="file",
         help="give detection the WAV path (read window by window) or the whole recording as an array",
     )
-    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--json", default=None, help="also write the results to this file (default: none)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--minutes", type=float, default=None, help=argparse.SUPPRESS)
     return fill_defaults(parser.parse_args(), {"short_minutes": (1.0, 0.5), "long_minutes": (30.0, 2.0)})

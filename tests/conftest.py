@@ -1,10 +1,12 @@
 """Shared tiny configurations and inputs. Tests run offline: no Hub access, temporary HF_HOME."""
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +112,44 @@ def reset_accelerate() -> None:
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+def silent_flac(seconds: int, rate: int, channels: int = 1) -> bytes:
+    """FLAC of silence written one second at a time: hours of it take a few hundred kilobytes."""
+    import soundfile
+
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(buffer, "w", rate, channels, format="FLAC", subtype="PCM_16") as out:
+        second = np.zeros((rate, channels), np.float32)
+        for _ in range(seconds):
+            out.write(second)
+    return buffer.getvalue()
+
+
+def without_length(flac: bytes) -> bytes:
+    """Zero the 36-bit total-samples field of the STREAMINFO block: the header no longer declares the length."""
+    data = bytearray(flac)
+    field = slice(8 + 10, 8 + 18)  # after "fLaC" and the block header: rate, channels, bits, total samples
+    data[field] = (int.from_bytes(data[field], "big") & ~((1 << 36) - 1)).to_bytes(8, "big")
+    return bytes(data)
+
+
+def record_decoding(monkeypatch) -> list:
+    """Every decoding call of the audio layer's file sources, recorded: `("read", start, length)` for windows,
+    `("count", start, length)` for the counting of a stream without a declared length."""
+    from transformers_mgaclap import audio_input
+
+    calls = []
+
+    def recording(what, method):
+        def recorded(self, *args):
+            calls.append((what, *args[-2:]))
+            return method(self, *args)
+
+        return recorded
+
+    for source in (audio_input._DecoderSource, audio_input._SoundFileSource):
+        monkeypatch.setattr(source, "_read", recording("read", source._read))
+    counting = audio_input._DecoderSource._decoded_until
+    monkeypatch.setattr(audio_input._DecoderSource, "_decoded_until", recording("count", counting))
+    return calls

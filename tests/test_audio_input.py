@@ -12,6 +12,8 @@ from datasets import Audio, Dataset
 from transformers_mgaclap import audio_input
 from transformers_mgaclap.audio_input import AudioInputError, load_audio, open_audio, resample
 
+from conftest import record_decoding, silent_flac, without_length
+
 RATE = 44100
 
 
@@ -25,6 +27,16 @@ def wav(audio: np.ndarray, rate: int = RATE, subtype: str = "FLOAT", file_format
     buffer = io.BytesIO()
     sf.write(buffer, audio.T if audio.ndim == 2 else audio, rate, format=file_format, subtype=subtype)
     return buffer.getvalue()
+
+
+def recording(calls: list, what: str, method):
+    """`method`, appending `(what, start, length)` to `calls` before each call."""
+
+    def wrapper(self, *args):
+        calls.append((what, *args[-2:]))
+        return method(self, *args)
+
+    return wrapper
 
 
 @pytest.fixture(params=["torchcodec", "soundfile"])
@@ -71,6 +83,19 @@ def test_windows_equal_the_whole_recording(stereo, backend, file_format, subtype
             window = source.read(start, length)
             np.testing.assert_array_equal(window, whole[start : start + length])
         assert source.read(source.num_samples, 10).shape == (0,)
+
+
+@pytest.mark.parametrize("file_format, subtype", [("FLAC", "PCM_24"), ("OGG", "VORBIS")])
+def test_long_windows_are_read_block_by_block(stereo, backend, monkeypatch, file_format, subtype):
+    """A window of many samples is decoded a block at a time (bounded memory) and still equals the whole."""
+    payload = wav(stereo, subtype=subtype, file_format=file_format)
+    with open_audio(payload) as source:
+        whole = source.read(0, source.num_samples)
+        monkeypatch.setattr(audio_input, "_BLOCK_ELEMENTS", 20_000)  # 10 000 stereo samples per block
+        blocks = []
+        monkeypatch.setattr(type(source), "_read", recording(blocks, "read", type(source)._read))
+        np.testing.assert_array_equal(source.read(12_345, 100_000), whole[12_345:112_345])
+    assert [length for _, _, length in blocks] == [10_000] * 10
 
 
 def test_resampling_is_the_packages_filter(stereo):
@@ -133,3 +158,94 @@ def test_non_finite_samples_in_a_file_are_refused(tmp_path):
 def test_a_file_without_samples_is_empty(backend):
     with pytest.raises(AudioInputError, match="empty"):
         load_audio(wav(np.zeros(0, np.float32)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Limits: what opening may cost is checked on the header, before decoding
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def decoding(monkeypatch):
+    return record_decoding(monkeypatch)
+
+
+LIMITS = audio_input.AudioLimits(max_seconds=600, sampling_rates=(1000, 384000), max_channels=8)
+
+
+def test_a_declared_duration_over_the_limit_is_refused_before_decoding(backend, decoding):
+    two_hours = silent_flac(7200, 1000)  # 2 h declared in 0.2 MB
+    with pytest.raises(audio_input.AudioTooLongError, match="longer than the 600 s accepted"):
+        with open_audio(two_hours, limits=LIMITS):
+            pass
+    assert decoding == []
+    with open_audio(two_hours) as source:  # no limits: opened, and still nothing decoded until read
+        assert source.duration == 7200 and decoding == []
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (
+            wav(np.zeros(1000, np.float32), rate=10_000_000),
+            "sampled at 10000000 Hz; accepted rates are 1000 to",
+        ),
+        (wav(np.zeros(1000, np.float32), rate=800), "sampled at 800 Hz"),
+        (wav(np.zeros((9, 1000), np.float32), rate=8000), "has 9 channels; at most 8"),
+    ],
+)
+def test_rates_and_channels_outside_the_limits_are_refused_before_decoding(
+    backend, decoding, payload, message
+):
+    with pytest.raises(AudioInputError, match=re.escape(message)):
+        with open_audio(payload, limits=LIMITS):
+            pass
+    assert decoding == []
+    with open_audio(payload) as source:  # the same audio opens without limits
+        assert source.num_samples == 1000
+
+
+def test_arrays_are_held_to_the_limits():
+    with pytest.raises(audio_input.AudioTooLongError):
+        with open_audio(np.zeros(601 * 1000, np.float32), 1000, limits=LIMITS):
+            pass
+    with pytest.raises(AudioInputError, match="has 9 channels"):
+        with open_audio(np.zeros((9, 100), np.float32), 8000, limits=LIMITS):
+            pass
+
+
+def test_a_stream_without_a_declared_length_is_counted_in_chunks_up_to_the_limit(decoding, monkeypatch):
+    """torchcodec: the samples are counted a chunk at a time, never whole; past the limit one seek decides."""
+    monkeypatch.setattr(audio_input, "_BLOCK_ELEMENTS", 40_000)
+    unknown = without_length(silent_flac(37, 8000))
+    with open_audio(unknown, limits=LIMITS) as source:
+        assert source.num_samples == 37 * 8000
+        counting = [call for call in decoding if call[0] == "count"]
+        assert counting[0] == ("count", 600 * 8000, 1)  # the probe at the limit finds nothing
+        assert (
+            len(counting) == 1 + -(-37 * 8000 // 40_000)
+            and max(length for _, _, length in counting) == 40_000
+        )
+        # The windows are read after counting from a decoder of their own.
+        np.testing.assert_array_equal(source.read(36 * 8000, 8000), np.zeros(8000, np.float32))
+    decoding.clear()
+    with pytest.raises(audio_input.AudioTooLongError):
+        with open_audio(unknown, limits=audio_input.AudioLimits(max_seconds=10)):
+            pass
+    assert decoding == [("count", 10 * 8000, 1)]  # one seek past the limit, nothing before it decoded
+
+
+def test_soundfile_refuses_a_stream_without_a_declared_length(monkeypatch):
+    monkeypatch.setattr(audio_input, "is_torchcodec_usable", lambda decode: False)
+    with pytest.raises(AudioInputError, match="does not declare its length"):
+        with open_audio(without_length(silent_flac(3, 8000))):
+            pass
+
+
+def test_without_a_decoder_a_file_is_refused_with_the_install_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(audio_input, "is_torchcodec_usable", lambda decode: False)
+    monkeypatch.setattr(audio_input, "is_soundfile_available", lambda: False)
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.zeros(800, np.float32), 8000)
+    with pytest.raises(AudioInputError, match=re.escape('pip install "soundfile>=0.12"')):
+        load_audio(str(path))

@@ -6,6 +6,7 @@ is tested in `hub/test_publish.py`.
 """
 
 import base64
+import functools
 import io
 import json
 
@@ -15,10 +16,15 @@ import soundfile as sf
 import torch
 from transformers import AutoTokenizer
 
-from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor, detect_sound_events
+from transformers_mgaclap import (
+    MGAClapFeatureExtractor,
+    MGAClapProcessor,
+    detect_sound_events,
+    endpoint_handler,
+)
 from transformers_mgaclap.endpoint_handler import MGAClapEndpointHandler
 
-from conftest import tiny_model
+from conftest import record_decoding, silent_flac, tiny_model, without_length
 
 RATE = 32000
 LABELS = ["dog barking", "rain", "car engine"]
@@ -248,3 +254,218 @@ def test_internal_failures_get_a_500(served, monkeypatch):
     monkeypatch.setattr(served["handler"].model, "get_audio_features", broken)
     result = served["handler"]({"inputs": WAV, "parameters": {"task": "audio-embedding"}})
     assert result == {"error": "Internal error: RuntimeError: out of memory", "status_code": 500}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Hostile or careless requests: refused with a clear 400 / 413 before the work they would cause, never a 500
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def decoding(monkeypatch):
+    return record_decoding(monkeypatch)
+
+
+@pytest.fixture
+def text_batches(served, monkeypatch):
+    """The number of texts of every call to the model's text tower."""
+    batches = []
+    embed = served["model"].get_text_features
+
+    @functools.wraps(embed)  # the embedding API reads the signature to pick the inputs
+    def recorded(input_ids, *args, **kwargs):
+        batches.append(len(input_ids))
+        return embed(input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(served["handler"].model, "get_text_features", recorded)
+    return batches
+
+
+INT16 = np.round(AUDIO * 32767).astype(np.int16)
+DETECT = {**CLASSIFY, "task": "event-detection"}
+MANY_LABELS = [f"label {index}" for index in range(1001)]
+REFUSED = {  # kind -> (request, status, what the error says)
+    "two_hours_declared": (
+        {"inputs": base64.b64encode(silent_flac(7200, 1000)).decode(), "parameters": CLASSIFY},
+        413,
+        "longer than the 600 s accepted",
+    ),
+    "wav_claiming_10_mhz": (
+        {"inputs": encode(np.zeros(2000, np.float32), 10_000_000, "WAV", "PCM_16"), "parameters": CLASSIFY},
+        400,
+        "sampled at 10000000 Hz; accepted rates are 1000 to 384000 Hz",
+    ),
+    "nine_channels": (
+        {"inputs": encode(np.zeros((1000, 9), np.float32), RATE, "WAV", "PCM_16"), "parameters": CLASSIFY},
+        400,
+        "has 9 channels; at most 8",
+    ),
+    "list_rate_out_of_range": (
+        {"inputs": AUDIO_LIST, "parameters": {**CLASSIFY, "sampling_rate": 500}},
+        400,
+        "accepted rates are 1000 to 384000 Hz",
+    ),
+    "template_with_two_slots": (
+        {"inputs": WAV, "parameters": {**CLASSIFY, "hypothesis_template": "{} and {}"}},
+        400,
+        "`hypothesis_template` must be a string containing `{}` exactly once",
+    ),
+    "template_too_long": (
+        {"inputs": WAV, "parameters": {**CLASSIFY, "hypothesis_template": "{}" + "!" * 500}},
+        400,
+        '"hypothesis_template" is 502 characters long; at most 500',
+    ),
+    "too_many_labels": (
+        {"inputs": WAV, "parameters": {"candidate_labels": MANY_LABELS}},
+        400,
+        "Got 1001 candidate labels; at most 1000 are accepted.",
+    ),
+    "too_many_labels_for_detection": (
+        {"inputs": WAV, "parameters": {**DETECT, "candidate_labels": MANY_LABELS}},
+        400,
+        "Got 1001 candidate labels; at most 1000 are accepted.",
+    ),
+    "label_too_long": (
+        {"inputs": WAV, "parameters": {"candidate_labels": ["dog", "x" * 501]}},
+        400,
+        "Candidate label 1 is 501 characters long; at most 500",
+    ),
+    "too_many_texts": (
+        {"inputs": MANY_LABELS, "parameters": {"task": "text-embedding"}},
+        400,
+        "Got 1001 texts; at most 1000 are accepted.",
+    ),
+    "int16_taken_for_floats": (
+        {"inputs": INT16.tolist(), "parameters": CLASSIFY},
+        400,
+        f"must be floats in [-1, 1], got a sample of magnitude {np.abs(INT16.astype(int)).max()}.",
+    ),
+    "floats_above_one": (
+        {"inputs": (AUDIO * 3).tolist(), "parameters": CLASSIFY},
+        400,
+        'For 16-bit integer PCM pass "sample_format": "int16"',
+    ),
+    "unknown_sample_format": (
+        {"inputs": INT16.tolist(), "parameters": {**CLASSIFY, "sample_format": "int24"}},
+        400,
+        "\"sample_format\" must be one of ['float32', 'int16'], got 'int24'.",
+    ),
+    "int16_fractions": (
+        {"inputs": [0.5, 1.0] * 100, "parameters": {**CLASSIFY, "sample_format": "int16"}},
+        400,
+        'With "sample_format": "int16" every sample must be an integer.',
+    ),
+    "int16_out_of_range": (
+        {"inputs": [40000, 0] * 100, "parameters": {**CLASSIFY, "sample_format": "int16"}},
+        400,
+        "samples must lie in [-32768, 32767], got values from 0 to 40000",
+    ),
+    "nan_threshold": (
+        {"inputs": WAV, "parameters": {**DETECT, "threshold": float("nan")}},
+        400,
+        "`threshold` must be a finite number, got nan.",
+    ),
+    "bad_score_reduction": (
+        {"inputs": WAV, "parameters": {**DETECT, "score_reduction": "median"}},
+        400,
+        "`score_reduction` must be 'max' or 'mean', got 'median'.",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED))
+def test_hostile_requests_are_refused_before_decoding_or_embedding(served, decoding, text_batches, kind):
+    request, status, message = REFUSED[kind]
+    result = served["handler"](request)
+    assert result["status_code"] == status and message in result["error"], result
+    assert decoding == [] and text_batches == []
+
+
+def test_a_stream_without_a_declared_length_stops_at_the_limit(served, decoding):
+    request = {"inputs": without_length(silent_flac(7200, 1000)), "parameters": CLASSIFY}
+    result = served["handler"](request)
+    assert result == {"error": "The audio is longer than the 600 s accepted.", "status_code": 413}
+    assert decoding == [("count", 600 * 1000, 1)]  # one seek past the limit; the two hours are never decoded
+
+
+@pytest.mark.parametrize("form", ["bytes", "base64"])
+def test_files_over_the_request_size_are_refused_before_decoding(served, decoding, monkeypatch, form):
+    monkeypatch.setattr(endpoint_handler, "MAX_REQUEST_BYTES", len(WAV) - 1)
+    inputs = WAV if form == "bytes" else base64.b64encode(WAV).decode()
+    result = served["handler"]({"inputs": inputs, "parameters": CLASSIFY})
+    assert result["status_code"] == 413 and "MiB are accepted" in result["error"], result
+    assert decoding == []
+    monkeypatch.setattr(endpoint_handler, "MAX_REQUEST_BYTES", len(WAV))
+    assert isinstance(served["handler"]({"inputs": inputs, "parameters": CLASSIFY}), list)
+
+
+def test_template_braces_are_literal_text(served):
+    template = "{{}}{0:>10000000}"  # `str.format` would pad each query to ten million characters
+    result = served["handler"]({"inputs": WAV, "parameters": {**CLASSIFY, "hypothesis_template": template}})
+    texts = ["{" + label + "}{0:>10000000}" for label in LABELS]
+    inputs = served["processor"](text=texts, audio=AUDIO, sampling_rate=RATE, return_tensors="pt")
+    with torch.no_grad():
+        probabilities = served["model"](**inputs).logits_per_audio.softmax(-1)[0].tolist()
+    assert {e["label"]: e["score"] for e in result} == pytest.approx(
+        dict(zip(LABELS, probabilities, strict=True)), abs=1e-6
+    )
+
+
+def test_int16_samples_with_their_format(served):
+    declared = served["handler"](
+        {"inputs": INT16.tolist(), "parameters": {**CLASSIFY, "sample_format": "int16"}}
+    )
+    as_floats = served["handler"]({"inputs": (INT16 / 32768).tolist(), "parameters": CLASSIFY})
+    assert declared == as_floats and len(declared) == len(LABELS)
+
+
+def test_labels_are_embedded_in_bounded_batches(served, text_batches):
+    labels = MANY_LABELS[:1000]
+    result = served["handler"]({"inputs": WAV, "parameters": {"candidate_labels": labels}})
+    assert len(result) == 1000
+    assert text_batches == [256, 256, 256, 232]
+
+
+def test_event_detection_reads_one_window_at_a_time(served, decoding):
+    recording = encode(waveform(25.0, rate=8000), 8000, "FLAC", "PCM_16")
+    request = {"inputs": recording, "parameters": {**DETECT, "threshold": -1.0}}
+    events = served["handler"](request)
+    # Every frame is active: one event per label, to the end.
+    assert {event["offset"] for event in events} == {25.0}
+    assert [length for _, _, length in decoding] == [10 * 8000] * 4  # windows at 0, 5, 10 and 15 s
+
+
+def test_event_offsets_end_at_the_end_of_a_3_s_clip(served):
+    events = served["handler"]({"inputs": WAV, "parameters": {**DETECT, "threshold": -1.0}})
+    assert sorted(event["label"] for event in events) == sorted(LABELS)
+    assert all(event["onset"] == 0.0 and event["offset"] == 3.0 for event in events), events
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"candidate_labels": ["dog", "dog"]},
+        {"candidate_labels": ["dog", 3]},
+        {"hypothesis_template": "a sound"},
+        {"threshold": float("nan")},
+        {"threshold": "high"},
+        {"median_filter_frames": 4},
+        {"min_gap_seconds": -1},
+        {"score_reduction": "median"},
+    ],
+)
+def test_the_same_refusals_as_the_pipeline(served, parameters):
+    """The handler and the pipeline run the same checks: the handler's 400 says what the pipeline raises."""
+    from transformers import pipeline
+
+    detector = pipeline(
+        "zero-shot-audio-event-detection",
+        model=served["model"],
+        feature_extractor=served["processor"].feature_extractor,
+        tokenizer=served["processor"].tokenizer,
+    )
+    kwargs = {"candidate_labels": LABELS, **parameters}
+    with pytest.raises(ValueError) as raised:
+        detector(AUDIO, **kwargs)
+    result = served["handler"]({"inputs": WAV, "parameters": {"task": "event-detection", **kwargs}})
+    assert result == {"error": str(raised.value), "status_code": 400}

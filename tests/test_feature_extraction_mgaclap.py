@@ -1,5 +1,5 @@
-"""Tests of `MGAClapFeatureExtractor`: parity with `transformers.audio_utils`, padding, cropping, masks, input
-forms, error messages, save / load and the windowed-sinc resampler."""
+"""Tests of `MGAClapFeatureExtractor`: parity with `transformers.audio_utils` in both precisions, padding, cropping,
+masks, input forms, error messages, save / load and the windowed-sinc resampler."""
 
 import json
 import logging
@@ -13,14 +13,22 @@ from transformers.audio_utils import mel_filter_bank, spectrogram, window_functi
 from transformers_mgaclap import MGAClapFeatureExtractor
 from transformers_mgaclap.audio_input import resample as _resample
 
+from conftest import tiny_model
+
 SR = 32000
 MAX_SAMPLES = 320_000
 NUM_FRAMES = 1001
 HOP = 320
 
-# Project requirement: match the float64 `audio_utils` recipe to 1e-4 dB. With the default float64 STFT the only
-# differences left are FFT rounding (~1e-12 relative) and the float32 output (one ulp at 100 dB is 7.6e-6 dB).
-PARITY_ATOL_DB = 1e-4
+# Project requirement: match the float64 `audio_utils` recipe to 1e-4 dB. With the float64 STFT the only differences
+# left are FFT rounding (~1e-12 relative) and the float32 output (one ulp at 100 dB is 7.6e-6 dB). The default float32
+# STFT redoes in float64 the frames whose bands float32 rounding could move by more than a few 1e-3 dB: 1.3e-3 dB
+# measured on the sweep, where a plain float32 STFT is off by 0.35 dB.
+PARITY_ATOL_DB = {"float64": 1e-4, "float32": 5e-3}
+# Requirement (paper geometry, `benchmarks/check_feature_precision.py`): float32 features move the embeddings by at
+# most 1e-4. This tiny model's embeddings are ~15x smaller; a plain float32 STFT moves them by 4e-6 to 2e-5 on the
+# tonal signals, what is left with the float64 redo (<= 2.2e-7) is the features' last-ulp rounding.
+EMBEDDING_ATOL = 2e-6
 
 
 def reference_log_mel(waveform: np.ndarray) -> np.ndarray:
@@ -66,6 +74,8 @@ def make_signal(kind: str, num_samples: int = MAX_SAMPLES, seed: int = 0) -> np.
         return 1e-5 * rng.standard_normal(num_samples)
     if kind == "silence_then_tone":
         return np.where(t < duration / 2, 0.0, 0.5 * np.sin(2 * np.pi * 440 * t))
+    if kind == "clipped":  # an overdriven tone, hard-clipped at full scale: harmonics up to Nyquist
+        return np.clip(3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(num_samples), -1, 1)
     raise ValueError(kind)
 
 
@@ -82,25 +92,68 @@ def features(extractor, audio, **kwargs) -> np.ndarray:
 # Parity
 
 
+@pytest.fixture(scope="module")
+def extractors() -> dict[str, MGAClapFeatureExtractor]:
+    return {precision: MGAClapFeatureExtractor(precision=precision) for precision in PARITY_ATOL_DB}
+
+
 @pytest.mark.parametrize("kind", ["noise", "sweep", "low_sine", "near_silent", "silence_then_tone"])
 @pytest.mark.parametrize("input_dtype", [np.float64, np.float32])
-def test_matches_audio_utils_reference(extractor, kind, input_dtype):
+def test_matches_audio_utils_reference(extractors, kind, input_dtype):
     waveform = make_signal(kind).astype(input_dtype)
     expected = reference_log_mel(waveform)
-    actual = features(extractor, waveform)[0]
-    assert actual.shape == expected.shape == (NUM_FRAMES, 64)
-    np.testing.assert_allclose(actual, expected, rtol=0, atol=PARITY_ATOL_DB)
+    for precision, extractor in extractors.items():
+        actual = features(extractor, waveform)[0]
+        assert actual.shape == expected.shape == (NUM_FRAMES, 64)
+        np.testing.assert_allclose(
+            actual, expected, rtol=0, atol=PARITY_ATOL_DB[precision], err_msg=precision
+        )
 
 
-def test_float32_precision_is_close_on_noise_and_bounded_on_tones():
-    fast = MGAClapFeatureExtractor(precision="float32")
-    noise = make_signal("noise")
-    np.testing.assert_allclose(
-        features(fast, noise)[0], reference_log_mel(noise), rtol=0, atol=PARITY_ATOL_DB
-    )
-    # float32 FFT rounding sits ~140 dB below the frame energy, so bands 120 dB down move by a few tenths of a dB.
-    sweep = make_signal("sweep")
-    assert np.abs(features(fast, sweep)[0] - reference_log_mel(sweep)).max() < 0.5
+@pytest.mark.parametrize("precision", list(PARITY_ATOL_DB))
+def test_clips_of_any_length_match_the_reference_across_frame_blocks(precision):
+    sweep = make_signal("sweep", 25 * SR)  # 2501 frames: two blocks of STFT frames
+    actual = MGAClapFeatureExtractor(precision=precision)._long_log_mel(torch.from_numpy(sweep)).numpy()
+    expected = reference_log_mel(sweep)
+    assert actual.shape == expected.shape == (2501, 64)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=PARITY_ATOL_DB[precision])
+
+
+def test_default_precision_is_float32():
+    assert MGAClapFeatureExtractor().precision == "float32"
+
+
+def test_float32_recomputes_in_float64_only_frames_with_bands_far_below_their_energy(monkeypatch):
+    extractor = MGAClapFeatureExtractor()
+    recomputed = []
+    compute = extractor._windowed_mel_power
+
+    def spy(windowed: torch.Tensor) -> torch.Tensor:
+        if windowed.dtype == torch.float64:
+            recomputed.append(windowed.shape[0])
+        return compute(windowed)
+
+    monkeypatch.setattr(extractor, "_windowed_mel_power", spy)
+    features(extractor, make_signal("noise"))
+    assert recomputed == []  # broadband audio keeps the float32 speed
+    # Digital silence sits at the floor in float32 too; the pure tone of the second half leaves bands 120 dB down.
+    features(extractor, make_signal("silence_then_tone"))
+    assert len(recomputed) == 1 and abs(recomputed[0] - NUM_FRAMES // 2) <= 10  # 497 measured
+
+
+def test_float32_features_leave_the_embeddings_unchanged():
+    model = tiny_model()
+    clips = [make_signal(kind) for kind in ("noise", "low_sine", "silence_then_tone", "sweep", "clipped")]
+    outputs = {}
+    with torch.no_grad():
+        for precision in ("float32", "float64"):
+            inputs = MGAClapFeatureExtractor(precision=precision)(
+                clips, sampling_rate=SR, return_tensors="pt"
+            )
+            outputs[precision] = model.get_audio_features(**inputs)
+    fast, exact = outputs["float32"], outputs["float64"]
+    torch.testing.assert_close(fast.pooler_output, exact.pooler_output, rtol=0, atol=EMBEDDING_ATOL)
+    torch.testing.assert_close(fast.local_embeds, exact.local_embeds, rtol=0, atol=EMBEDDING_ATOL)
 
 
 def test_mel_filters_and_window_match_audio_utils(extractor):
@@ -359,18 +412,51 @@ def test_bad_settings_raise(kwargs, fragment):
 
 
 def test_save_and_load_round_trip(tmp_path):
-    original = MGAClapFeatureExtractor(padding_mode="zero", truncation_mode="center", precision="float32")
+    original = MGAClapFeatureExtractor(padding_mode="zero", truncation_mode="center", precision="float64")
     original.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert "mel_filters" not in saved and "window" not in saved and not any(k.startswith("_") for k in saved)
     assert (tmp_path / "preprocessor_config.json").stat().st_size < 2000
-    assert saved["padding_mode"] == "zero" and saved["precision"] == "float32"
+    assert saved["padding_mode"] == "zero" and saved["precision"] == "float64"
 
     loaded = MGAClapFeatureExtractor.from_pretrained(tmp_path)
     assert loaded.to_dict() == original.to_dict()
     torch.testing.assert_close(loaded.mel_filters, original.mel_filters)
     clip = make_signal("noise", 12 * SR)
     np.testing.assert_array_equal(features(loaded, clip), features(original, clip))
+
+
+def _saved_extractor(folder, precision: str | None) -> None:
+    """Save a default extractor into `folder`, its `preprocessor_config.json` with `precision` set, or without it."""
+    MGAClapFeatureExtractor().save_pretrained(folder)
+    path = folder / "preprocessor_config.json"
+    config = json.loads(path.read_text())
+    del config["precision"]
+    if precision is not None:
+        config["precision"] = precision
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    "saved, expected", [(None, "float32"), ("float64", "float64"), ("float32", "float32")]
+)
+def test_saved_precision_is_kept_and_a_missing_one_is_the_default(tmp_path, saved, expected):
+    _saved_extractor(tmp_path, saved)
+    loaded = MGAClapFeatureExtractor.from_pretrained(tmp_path)
+    assert loaded.precision == expected
+    clip = make_signal("sweep", 8000)
+    np.testing.assert_array_equal(
+        features(loaded, clip), features(MGAClapFeatureExtractor(precision=expected), clip)
+    )
+
+
+@pytest.mark.parametrize("saved", [None, "float32"])
+def test_precision_passed_to_from_pretrained_overrides_the_saved_one(tmp_path, saved):
+    _saved_extractor(tmp_path, saved)
+    loaded, unused = MGAClapFeatureExtractor.from_pretrained(
+        tmp_path, precision="float64", other=1, return_unused_kwargs=True
+    )
+    assert loaded.precision == "float64" and unused == {"other": 1}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

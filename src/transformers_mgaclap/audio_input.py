@@ -21,6 +21,10 @@ memory; [`load_audio`] reads a clip whole. Every problem (an unknown form, integ
 non-finite audio, an unreadable file, a rate that contradicts the file) raises [`AudioInputError`], a `ValueError`
 that names the input.
 
+[`AudioLimits`] bound what opening may cost, for servers: the rate, the channels and the duration are checked on the
+header, before anything is decoded; a stream whose header has no duration is counted chunk by chunk, and the count
+stops as soon as it passes the limit. Audio longer than allowed raises [`AudioTooLongError`].
+
 This module is copied next to the weights as remote code: it imports only torch, numpy and transformers; torchcodec
 and soundfile are optional and imported only when a file has to be decoded.
 """
@@ -31,7 +35,8 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,12 +50,68 @@ _ROLLOFF = 0.99
 _MAX_RESAMPLE_KERNEL = 1 << 26
 # Samples decoded before a window and dropped: longer than the overlap of a Vorbis or MP3 block.
 _SEEK_MARGIN = 8192
+# Samples (all channels together) decoded at a time, 64 MiB of float32: a long read of many channels is decoded block
+# by block and mixed down as it goes (each block costs a seek, so blocks stay large: 10 s of 8 channels at 192 kHz
+# is one), and a stream without a declared length is counted in such blocks.
+_BLOCK_ELEMENTS = 1 << 24
+# libsndfile's frame count for a stream whose header does not declare its length (SF_COUNT_MAX).
+_UNKNOWN_FRAMES = (1 << 63) - 1
 
 AudioInput = Any  # see the module docstring
 
 
 class AudioInputError(ValueError):
     """Audio that cannot be used: the message names the input and says what is wrong with it."""
+
+
+class AudioTooLongError(AudioInputError):
+    """Audio longer than the [`AudioLimits`] allow (an endpoint answers 413)."""
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """What [`open_audio`] accepts before it decodes anything: a bound on the work one input can cause.
+
+    Args:
+        max_seconds (`float`, *optional*): longest accepted duration.
+        sampling_rates (`tuple[int, int]`, *optional*): lowest and highest accepted rate in Hz (both included).
+        max_channels (`int`, *optional*): most accepted channels.
+    """
+
+    max_seconds: float | None = None
+    sampling_rates: tuple[int, int] | None = None
+    max_channels: int | None = None
+
+    def check_format(self, name: str, sampling_rate: int, num_channels: int) -> None:
+        """Refuse a rate or a channel count outside the limits ([`AudioInputError`])."""
+        if self.sampling_rates is not None:
+            low, high = self.sampling_rates
+            if not low <= sampling_rate <= high:
+                raise AudioInputError(
+                    f"{name} is sampled at {sampling_rate} Hz; accepted rates are {low} to {high} Hz."
+                )
+        if self.max_channels is not None and num_channels > self.max_channels:
+            raise AudioInputError(
+                f"{name} has {num_channels} channels; at most {self.max_channels} are accepted: mix it down first."
+            )
+
+    def max_samples(self, sampling_rate: int) -> int | None:
+        """The most samples `max_seconds` allows at `sampling_rate` (`None`: no limit)."""
+        return None if self.max_seconds is None else int(self.max_seconds * sampling_rate)
+
+    def check_length(self, name: str, num_samples: int, sampling_rate: int) -> None:
+        """Refuse more samples than `max_seconds` allows ([`AudioTooLongError`])."""
+        limit = self.max_samples(sampling_rate)
+        if limit is not None and num_samples > limit:
+            raise AudioTooLongError(f"{name} is longer than the {self.max_seconds:g} s accepted.")
+
+    def check(self, source: "AudioSource") -> None:
+        """Refuse an open source outside the limits."""
+        self.check_format(source.name, source.sampling_rate, source.num_channels)
+        self.check_length(source.name, source.num_samples, source.sampling_rate)
+
+
+NO_LIMITS = AudioLimits()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,11 +262,13 @@ class AudioSource:
         name (`str`): how errors refer to the input (its path, "the audio bytes", "The audio", ...).
         sampling_rate (`int`): the rate of the samples `read` returns, in Hz.
         num_samples (`int`): the recording's length in samples (> 0).
+        num_channels (`int`): the channels `read` mixes down.
     """
 
     name: str
     sampling_rate: int
     num_samples: int
+    num_channels: int = 1
 
     @property
     def duration(self) -> float:
@@ -219,7 +282,16 @@ class AudioSource:
         length = max(0, min(length, self.num_samples - start))
         if length == 0:
             return np.zeros(0, dtype=np.float32)
-        return _checked_block(self._read(start, length), self.name, start)
+        block = max(1, _BLOCK_ELEMENTS // self.num_channels)
+        if length <= block:
+            return _checked_block(self._read(start, length), self.name, start)
+        mono = np.empty(length, dtype=np.float32)
+        for offset in range(0, length, block):
+            size = min(block, length - offset)
+            mono[offset : offset + size] = _checked_block(
+                self._read(start + offset, size), self.name, start + offset
+            )
+        return mono
 
     def _read(self, start: int, length: int) -> np.ndarray:
         raise NotImplementedError
@@ -235,6 +307,7 @@ class _ArraySource(AudioSource):
         self.array = array
         self.sampling_rate = sampling_rate
         self.num_samples = array.shape[-1]
+        self.num_channels = array.shape[0] if array.ndim == 2 else 1
         self.name = name
 
     def _read(self, start: int, length: int) -> np.ndarray:
@@ -250,11 +323,20 @@ class _SoundFileSource(AudioSource):
         except Exception as error:  # noqa: BLE001 - libsndfile reports every unreadable input its own way
             raise AudioInputError(f"Cannot decode {name}: {_reason(error)}") from None
         self.sampling_rate = int(self.file.samplerate)
+        self.num_channels = int(self.file.channels)
         self.num_samples = int(self.file.frames)
         self.name = name
+        problem = None
         if self.num_samples <= 0:
+            problem = f"{name} is empty (0 samples)."
+        elif self.num_samples >= _UNKNOWN_FRAMES:  # libsndfile can neither count nor seek such a stream
+            problem = (
+                f"Cannot decode {name} with soundfile: its header does not declare its length. Install torchcodec "
+                '(and FFmpeg), paired with torch: pip install "transformers-mgaclap[audio]"; or re-encode the file.'
+            )
+        if problem:
             self.file.close()
-            raise AudioInputError(f"{name} is empty (0 samples).")
+            raise AudioInputError(problem)
 
     def _read(self, start: int, length: int) -> np.ndarray:
         # Lossy codecs (Vorbis, MP3) decode the first samples after a seek from an incomplete overlap: start early
@@ -270,23 +352,55 @@ class _SoundFileSource(AudioSource):
 
 
 class _DecoderSource(AudioSource):
-    """Windows read from a torchcodec `AudioDecoder` at its own rate, located by the decoded samples' timestamps."""
+    """Windows read from a torchcodec `AudioDecoder` at its own rate, located by the decoded samples' timestamps.
 
-    def __init__(self, decoder: Any, name: str):
-        metadata = decoder.metadata
-        self.decoder = decoder
+    Args:
+        open_decoder (`Callable[[], AudioDecoder]`): opens the input; called again to count the samples of a stream
+            without a declared duration, on decoders of their own, because a decoder asked for samples past the end
+            of the stream can fail every later request.
+        name (`str`): how errors refer to the input.
+        limits ([`AudioLimits`]): checked before counting; the count stops once past `limits.max_seconds`.
+    """
+
+    def __init__(self, open_decoder: Callable[[], Any], name: str, limits: AudioLimits):
+        self.decoder = open_decoder()
+        metadata = self.decoder.metadata
         self.sampling_rate = int(metadata.sample_rate)
+        self.num_channels = int(metadata.num_channels)
         self.begin = float(metadata.begin_stream_seconds or 0.0)
         self.name = name
-        if metadata.duration_seconds is None:  # no duration in the header: count the samples once
-            try:
-                self.num_samples = int(decoder.get_all_samples().data.shape[-1])
-            except RuntimeError:  # FFmpeg finds no frame at all
-                self.num_samples = 0
+        if metadata.duration_seconds is None:
+            limits.check_format(name, self.sampling_rate, self.num_channels)
+            self.num_samples = self._count(open_decoder, limits.max_samples(self.sampling_rate))
         else:
             self.num_samples = int(round(metadata.duration_seconds * self.sampling_rate))
         if self.num_samples <= 0:
             raise AudioInputError(f"{name} is empty (0 samples).")
+
+    def _count(self, open_decoder: Callable[[], Any], limit: int | None) -> int:
+        """Samples of a stream without a declared duration, decoded a chunk at a time; stops once past `limit`."""
+        if limit is not None and self._decoded_until(open_decoder(), limit, 1) > limit:
+            return limit + 1  # one seek shows the stream too long, without decoding what comes before
+        decoder = open_decoder()
+        chunk = max(1, _BLOCK_ELEMENTS // self.num_channels)
+        count = 0
+        while limit is None or count <= limit:
+            stop = self._decoded_until(decoder, count, chunk)
+            if stop < count + chunk:  # the stream ended inside this chunk
+                return max(count, stop)
+            count = stop
+        return count
+
+    def _decoded_until(self, decoder: Any, start: int, length: int) -> int:
+        """The sample after the last one the stream holds in `[start, start + length)`, or `start` if it holds none."""
+        rate = self.sampling_rate
+        try:
+            samples = decoder.get_samples_played_in_range(
+                self.begin + start / rate, self.begin + (start + length) / rate
+            )
+        except RuntimeError:  # FFmpeg finds no frame there: the stream ended before
+            return start
+        return int(round((samples.pts_seconds - self.begin) * rate)) + samples.data.shape[-1]
 
     def _read(self, start: int, length: int) -> np.ndarray:
         rate = self.sampling_rate
@@ -312,23 +426,27 @@ def _reason(error: Exception) -> str:
     return re.sub(r"^.*\.(?:cpp|c|h):\d+,\s*", "", text)
 
 
-def _decoder_for(source: str | bytes, name: str) -> AudioSource:
+def _open_decoder(decoder_class: type, source: str | bytes, name: str) -> Any:
+    """A torchcodec `AudioDecoder` of a file path or file bytes."""
+    try:
+        return decoder_class(source)
+    except Exception as error:  # noqa: BLE001 - FFmpeg reports every unreadable input its own way
+        raise AudioInputError(f"Cannot decode {name}: {_reason(error)}") from None
+
+
+def _decoder_for(source: str | bytes, name: str, limits: AudioLimits) -> AudioSource:
     """A windowed source for a file path or file bytes: torchcodec where usable, else soundfile."""
     if is_torchcodec_usable(decode="audio"):
         from torchcodec.decoders import AudioDecoder
 
-        try:
-            decoder = AudioDecoder(source)
-        except Exception as error:  # noqa: BLE001 - FFmpeg reports every unreadable input its own way
-            raise AudioInputError(f"Cannot decode {name}: {_reason(error)}") from None
-        return _DecoderSource(decoder, name)
+        return _DecoderSource(lambda: _open_decoder(AudioDecoder, source, name), name, limits)
     if is_soundfile_available():
         import soundfile
 
         return _SoundFileSource(soundfile, source, name)
     raise AudioInputError(
-        f"Decoding {name} needs torchcodec (with FFmpeg) or soundfile: `pip install soundfile`, or pass the audio "
-        "as an array with its sampling rate."
+        f'Decoding {name} needs soundfile or torchcodec: pip install "soundfile>=0.12" (transformers-mgaclap '
+        "installs it), or pass the audio as an array with its sampling rate."
     )
 
 
@@ -338,7 +456,11 @@ def _is_decoder(audio: Any) -> bool:
 
 
 def _source_of(
-    audio: AudioInput, sampling_rate: int | None, name: str | None, default_rate: int | None = None
+    audio: AudioInput,
+    sampling_rate: int | None,
+    name: str | None,
+    default_rate: int | None = None,
+    limits: AudioLimits = NO_LIMITS,
 ) -> AudioSource:
     """Dispatch on the input's form (see the module docstring)."""
     if isinstance(audio, AudioSource):
@@ -347,16 +469,16 @@ def _source_of(
         path = os.fspath(audio)
         if not os.path.isfile(path):
             raise AudioInputError(f"No audio file at {path!r}.")
-        return _decoder_for(path, name or repr(path))
+        return _decoder_for(path, name or repr(path), limits)
     if isinstance(audio, (bytes, bytearray, memoryview)):
         if len(audio) == 0:
             raise AudioInputError(f"{name or 'The audio bytes'} are empty (0 bytes).")
-        return _decoder_for(bytes(audio), name or "the audio bytes")
+        return _decoder_for(bytes(audio), name or "the audio bytes", limits)
     if _is_decoder(audio):
         samples = audio.get_all_samples()  # a decoder set up by its owner (e.g. `datasets`, at its own rate)
         return _ArraySource(samples.data.numpy(), int(samples.sample_rate), name or "The decoded audio")
     if isinstance(audio, Mapping):
-        return _cell_source(audio, name)
+        return _cell_source(audio, name, limits)
     if isinstance(audio, (np.ndarray, torch.Tensor, list, tuple)):
         label = name or "The audio"
         rate = sampling_rate if sampling_rate is not None else default_rate
@@ -369,7 +491,7 @@ def _source_of(
     )
 
 
-def _cell_source(cell: Mapping, name: str | None) -> AudioSource:
+def _cell_source(cell: Mapping, name: str | None, limits: AudioLimits) -> AudioSource:
     """A `datasets` Audio cell: `{"array" (or "raw"), "sampling_rate"}` decoded, `{"bytes", "path"}` undecoded."""
     path = cell.get("path")
     label = name or (repr(path) if path else "The audio cell")
@@ -380,9 +502,9 @@ def _cell_source(cell: Mapping, name: str | None) -> AudioSource:
         rate = check_sampling_rate(cell["sampling_rate"], "sampling_rate")
         return _ArraySource(_as_float_array(array, label), rate, label)
     if cell.get("bytes"):
-        return _decoder_for(bytes(cell["bytes"]), label)
+        return _decoder_for(bytes(cell["bytes"]), label, limits)
     if path:
-        return _source_of(path, None, label)
+        return _source_of(path, None, label, limits=limits)
     raise AudioInputError(
         f'{label} holds no audio: expected "array" and "sampling_rate", or "bytes" and/or "path", got keys '
         f"{sorted(cell)}."
@@ -395,6 +517,7 @@ def open_audio(
     sampling_rate: int | None = None,
     name: str | None = None,
     default_rate: int | None = None,
+    limits: AudioLimits | None = None,
 ) -> Iterator[AudioSource]:
     """Open any accepted form of audio for window-by-window reading; files are closed on exit.
 
@@ -405,17 +528,22 @@ def open_audio(
         name (`str`, *optional*): how errors refer to the input (default: its path, "the audio bytes", ...).
         default_rate (`int`, *optional*): the rate assumed for an array when `sampling_rate` is not given (e.g. the
             model's, as transformers' pipelines assume); without either, an array is an error.
+        limits ([`AudioLimits`], *optional*): refuse a rate, channel count or duration outside them, on the header,
+            before decoding (default: no limits).
 
     Yields:
         [`AudioSource`] at the input's own rate.
 
     Raises:
-        [`AudioInputError`]: the input cannot be read.
+        [`AudioInputError`]: the input cannot be read or is outside `limits`; [`AudioTooLongError`] when it is
+            longer than `limits.max_seconds`.
     """
     if sampling_rate is not None:
         sampling_rate = check_sampling_rate(sampling_rate)
-    source = _source_of(audio, sampling_rate, name, default_rate)
+    limits = limits or NO_LIMITS
+    source = _source_of(audio, sampling_rate, name, default_rate, limits)
     try:
+        limits.check(source)
         if sampling_rate is not None and sampling_rate != source.sampling_rate:
             raise AudioInputError(
                 f"{source.name} is sampled at {source.sampling_rate} Hz but `sampling_rate={sampling_rate}` was "
@@ -463,7 +591,9 @@ def load_audio(
 __all__ = [
     "AudioInput",
     "AudioInputError",
+    "AudioLimits",
     "AudioSource",
+    "AudioTooLongError",
     "as_mono_waveform",
     "check_sampling_rate",
     "load_audio",

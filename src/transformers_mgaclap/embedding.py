@@ -54,7 +54,7 @@ class TextEmbeddings:
     Args:
         text_embeds (`torch.FloatTensor` of shape `(num_texts, D)`): L2-normalised global embeddings.
         word_embeds (`torch.FloatTensor` of shape `(num_texts, L, D)`, *optional*): L2-normalised word-piece
-            embeddings (MGA-CLAP: without [CLS]); `None` for models without them.
+            embeddings (MGA-CLAP: without [CLS]); `None` for models without them, or when not asked for.
         word_mask (`torch.LongTensor` of shape `(num_texts, L)`, *optional*): 1 on real word pieces, 0 on [SEP] and
             padding.
     """
@@ -201,6 +201,7 @@ def embed_text(
     texts: Sequence[str],
     *,
     batch_size: int = DEFAULT_TEXT_BATCH_SIZE,
+    return_word_embeds: bool = True,
     with_grad: bool = False,
     progress: bool = False,
 ) -> TextEmbeddings:
@@ -212,6 +213,9 @@ def embed_text(
         texts (`Sequence[str]`): non-empty strings.
         batch_size (`int`, *optional*, defaults to 256): texts per model call, so that memory is bounded by the
             batch and not by the number of texts.
+        return_word_embeds (`bool`, *optional*, defaults to `True`): also keep the word pieces. Classification and
+            event detection need only the global embeddings: without the word pieces, what is kept per text is one
+            `(D,)` vector, and the working memory is the batch's.
         with_grad (`bool`, *optional*, defaults to `False`): keep the autograd graph.
         progress (`bool`, *optional*, defaults to `False`): a progress bar in texts.
 
@@ -227,7 +231,7 @@ def embed_text(
             output = model.get_text_features(**_accepted(model.get_text_features, inputs, device))
             pooled.append(F.normalize(output.pooler_output.float(), dim=-1))
             local, mask = _local_embeddings(output)
-            if local is not None:
+            if local is not None and return_word_embeds:
                 words.append(F.normalize(local.float(), dim=-1))
                 masks.append(mask)
     if not words:

@@ -14,36 +14,54 @@ Request body: `{"inputs": ..., "parameters": {...}}`.
 | `"event-detection"` | audio | `[{"label", "onset", "offset", "score"}, ...]`, seconds, sorted by onset |
 
 Audio is the raw bytes of an audio file (WAV, FLAC, OGG, MP3, ...), the same bytes base64-encoded in a string (a
-`data:...;base64,` prefix is allowed), or a flat list of floats in [-1, 1] at `parameters["sampling_rate"]` (default
-32000). Clip-level tasks (classification, audio embedding) see the first 10 s, as the model does. Event detection
-covers the whole recording, read window by window through the same windowed path as `detect_sound_events` and the
-`zero-shot-audio-event-detection` pipeline, so all three give the same events.
+`data:...;base64,` prefix is allowed), or a flat list of samples at `parameters["sampling_rate"]` (default 32000):
+floats in [-1, 1], or with `parameters["sample_format"] = "int16"` integers in [-32768, 32767] (16-bit PCM, scaled
+by 1 / 32768). Clip-level tasks (classification, audio embedding) see the first 10 s, as the model does. Event
+detection covers the whole recording, read window by window through the same windowed path as `detect_sound_events`
+and the `zero-shot-audio-event-detection` pipeline, so all three give the same events.
 
-Other parameters: `candidate_labels` (list of strings, or one comma-separated string), `hypothesis_template`
-(must contain `{}`; default `"This is a sound of {}."` for classification as transformers' zero-shot pipeline,
-`"{}"` for event detection as the official SED scripts), and for event detection `threshold` (default 0.5, on raw
-frame-text cosines: tune it per checkpoint), `median_filter_frames` (3), `min_gap_seconds` (0.5) and
-`min_duration_seconds` (0).
+Other parameters: `candidate_labels` (list of strings, or one comma-separated string; each label once),
+`hypothesis_template` (must contain `{}` exactly once, where the label goes; other braces are literal text; default
+`"This is a sound of {}."` for classification as transformers' zero-shot pipeline, `"{}"` for event detection as the
+official SED scripts), and for event detection `threshold` (default 0.5, on raw frame-text cosines: tune it per
+checkpoint), `median_filter_frames` (3), `min_gap_seconds` (0.5), `min_duration_seconds` (0) and `score_reduction`
+(`"max"`), checked by the same functions, with the same messages, as the pipeline's.
+
+Limits: one request is bounded before anything is decoded, so that its cost is set by these constants and not by
+what its bytes claim. Audio files and base64 strings hold at most `MAX_REQUEST_BYTES` bytes of file; the rate, the
+channels and the duration are read from the header and must lie within `SAMPLING_RATE_RANGE`, `MAX_CHANNELS` and
+`MAX_AUDIO_SECONDS` (a stream without a declared duration is counted chunk by chunk, and the count stops at the
+limit); audio is then decoded one window at a time. At most `MAX_TEXTS` labels (or texts to embed) of at most
+`MAX_TEXT_CHARS` characters, and templates of at most `MAX_TEXT_CHARS` characters, are accepted; text is embedded
+in batches.
 
 Invalid requests never raise: they answer `{"error": "<reason>", "status_code": 400}` (413 for audio longer than
-`MAX_AUDIO_SECONDS`); an unexpected failure answers the same payload with status 500. A request without `task` and
-without `candidate_labels` is refused rather than guessed (a string could be text or base64 audio).
+`MAX_AUDIO_SECONDS` or a file larger than `MAX_REQUEST_BYTES`); an unexpected failure answers the same payload with
+status 500. A request without `task` and without `candidate_labels` is refused rather than guessed (a string could be
+text or base64 audio).
 """
 
 import base64
 import binascii
 import math
-import numbers
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoModel, AutoProcessor
 
-from .audio_input import AudioInputError, AudioSource, open_audio
+from .audio_input import (
+    AudioInputError,
+    AudioLimits,
+    AudioSource,
+    AudioTooLongError,
+    check_sampling_rate,
+    open_audio,
+)
 from .embedding import embed_audio, embed_text, logit_scale
-from .processing_mgaclap import check_texts, format_queries
-from .sound_event_detection import detect_sound_events
+from .processing_mgaclap import check_labels, check_template, check_texts, format_queries
+from .sound_event_detection import check_detection_options, detect_sound_events
 
 ZERO_SHOT_CLASSIFICATION = "zero-shot-classification"
 AUDIO_EMBEDDING = "audio-embedding"
@@ -54,8 +72,26 @@ TASKS = (ZERO_SHOT_CLASSIFICATION, AUDIO_EMBEDDING, TEXT_EMBEDDING, EVENT_DETECT
 DEFAULT_SAMPLING_RATE = 32000
 CLASSIFICATION_TEMPLATE = "This is a sound of {}."  # transformers' zero-shot-audio-classification default
 DETECTION_TEMPLATE = "{}"  # the official SED / grounding scripts embed the class name or phrase as is
-DEFAULT_THRESHOLD = 0.5
-MAX_AUDIO_SECONDS = 600  # a bound on what one request may decode
+# Event-detection parameters a request may set; window and hop stay at their defaults, since a short hop would
+# multiply the windows one request embeds.
+DETECTION_PARAMETERS = (
+    "threshold",
+    "median_filter_frames",
+    "min_gap_seconds",
+    "min_duration_seconds",
+    "score_reduction",
+)
+# Sample lists: their formats and each one's full scale (None: floats in [-1, 1]).
+SAMPLE_FORMATS = {"float32": None, "int16": 32768}
+
+# The limits of one request (see the module docstring).
+MAX_AUDIO_SECONDS = 600
+SAMPLING_RATE_RANGE = (1000, 384000)
+MAX_CHANNELS = 8
+MAX_REQUEST_BYTES = 64 * 2**20
+MAX_TEXTS = 1000
+MAX_TEXT_CHARS = 500
+AUDIO_LIMITS = AudioLimits(MAX_AUDIO_SECONDS, SAMPLING_RATE_RANGE, MAX_CHANNELS)
 
 
 class HandlerError(Exception):
@@ -72,7 +108,7 @@ def error_payload(message: str, status_code: int = 400) -> dict:
 
 
 class MGAClapEndpointHandler:
-    """Serves an MGA-CLAP repository (see the module docstring for the request format).
+    """Serves an MGA-CLAP repository (see the module docstring for the request format and the limits).
 
     Args:
         path (`str`): the repository folder.
@@ -90,42 +126,35 @@ class MGAClapEndpointHandler:
                 return self._handle(data)
         except HandlerError as error:
             return error_payload(error.message, error.status_code)
-        except (ValueError, TypeError) as error:  # refused by the audio layer, the processor or the extractor
+        except AudioTooLongError as error:
+            return error_payload(str(error), 413)
+        # Refused by the audio layer, the checks shared with the pipeline, or the feature extractor.
+        except (ValueError, TypeError) as error:
             return error_payload(str(error) or type(error).__name__, 400)
         except Exception as error:  # noqa: BLE001 - an endpoint must answer, not crash
             return error_payload(f"Internal error: {type(error).__name__}: {error}", 500)
 
     def _handle(self, data: Any) -> list | dict:
+        # Every parameter is checked before the audio is opened: a refused request decodes nothing.
         inputs, parameters = _request(data)
         task = _task(parameters)
         if task == TEXT_EMBEDDING:
             return self._text_embedding(inputs)
-        with open_audio(*self._audio(inputs, parameters)) as source:
-            if source.duration > MAX_AUDIO_SECONDS:
-                raise HandlerError(f"The audio is longer than {MAX_AUDIO_SECONDS} s.", 413)
-            if task == AUDIO_EMBEDDING:
+        if task == AUDIO_EMBEDDING:
+            with _open(inputs, parameters) as source:
                 return self._audio_embedding(source)
-            labels = _candidate_labels(parameters)
-            default = CLASSIFICATION_TEMPLATE if task == ZERO_SHOT_CLASSIFICATION else DETECTION_TEMPLATE
-            template = _template(parameters, default)
-            if task == ZERO_SHOT_CLASSIFICATION:
+        labels = _candidate_labels(parameters)
+        if task == ZERO_SHOT_CLASSIFICATION:
+            template = _template(parameters, CLASSIFICATION_TEMPLATE)
+            with _open(inputs, parameters) as source:
                 return self._classify(source, labels, template)
-            return self._detect(source, labels, template, parameters)
-
-    def _audio(self, inputs: Any, parameters: dict) -> tuple[Any, int | None]:
-        """`inputs` as something [`~audio_input.open_audio`] reads, and the rate of a float list."""
-        if isinstance(inputs, (bytes, bytearray, memoryview)):
-            return bytes(inputs), None
-        if isinstance(inputs, str):
-            return decode_base64(inputs), None
-        if isinstance(inputs, (list, tuple, np.ndarray, torch.Tensor)):
-            rate = parameters.get("sampling_rate", DEFAULT_SAMPLING_RATE)
-            if isinstance(rate, bool) or not isinstance(rate, numbers.Integral) or not 1000 <= rate <= 384000:
-                raise HandlerError(f'"sampling_rate" must be an integer in [1000, 384000] Hz, got {rate!r}.')
-            return _float_waveform(inputs), int(rate)
-        raise HandlerError(
-            f'"inputs" must be audio bytes, a base64 string or a list of floats, got {type(inputs).__name__}.'
+        template = _template(parameters, DETECTION_TEMPLATE)
+        options = check_detection_options(
+            max_window_seconds=self.processor.feature_extractor.max_length_s,
+            **{name: parameters[name] for name in DETECTION_PARAMETERS if name in parameters},
         )
+        with _open(inputs, parameters) as source:
+            return self._detect(source, labels, template, options)
 
     def _clip(self, source: AudioSource) -> np.ndarray:
         """The first `max_length_s` seconds: all that the clip-level tasks look at."""
@@ -142,7 +171,8 @@ class MGAClapEndpointHandler:
             raise HandlerError(
                 'For "text-embedding", "inputs" must be a string or a non-empty list of strings.'
             )
-        embeds = embed_text(self.model, self.processor, check_texts(inputs)).text_embeds
+        texts = check_texts(inputs, MAX_TEXTS, MAX_TEXT_CHARS)
+        embeds = embed_text(self.model, self.processor, texts, return_word_embeds=False).text_embeds
         return embeds[0].tolist() if isinstance(inputs, str) else embeds.tolist()
 
     def _classify(self, source: AudioSource, labels: list[str], template: str) -> list:
@@ -150,26 +180,21 @@ class MGAClapEndpointHandler:
         audio = embed_audio(
             self.model, self.processor, [clip], sampling_rate=source.sampling_rate
         ).clip_embeds
-        text = embed_text(self.model, self.processor, format_queries(labels, template)).text_embeds
+        queries = format_queries(labels, template)
+        text = embed_text(self.model, self.processor, queries, return_word_embeds=False).text_embeds
         scores = (logit_scale(self.model) * audio @ text.t())[0].softmax(dim=-1).tolist()
         ranked = sorted(zip(labels, scores, strict=True), key=lambda pair: -pair[1])
         return [{"label": label, "score": score} for label, score in ranked]
 
-    def _detect(self, source: AudioSource, labels: list[str], template: str, parameters: dict) -> list:
-        median = int(_number(parameters, "median_filter_frames", 3, integer=True, minimum=0))
-        if median > 1 and median % 2 == 0:
-            raise HandlerError('"median_filter_frames" must be odd (or 0/1 for no filter).')
+    def _detect(self, source: AudioSource, labels: list[str], template: str, options: dict) -> list:
         events = detect_sound_events(
             self.model,
             source,
             labels,
             processor=self.processor,
             hypothesis_template=template,
-            threshold=_number(parameters, "threshold", DEFAULT_THRESHOLD),
-            median_filter_frames=median,
-            min_gap_seconds=_number(parameters, "min_gap_seconds", 0.5, minimum=0.0),
-            min_duration_seconds=_number(parameters, "min_duration_seconds", 0.0, minimum=0.0),
             progress=False,
+            **options,
         )
         return [{key: event[key] for key in ("label", "onset", "offset", "score")} for event in events]
 
@@ -203,13 +228,46 @@ def _task(parameters: dict) -> str:
     return task
 
 
+def _open(inputs: Any, parameters: dict) -> AbstractContextManager[AudioSource]:
+    """The request's audio, opened within [`AUDIO_LIMITS`] (checked on the header, before decoding)."""
+    audio, sampling_rate = _audio(inputs, parameters)
+    return open_audio(audio, sampling_rate, name="The audio", limits=AUDIO_LIMITS)
+
+
+def _audio(inputs: Any, parameters: dict) -> tuple[Any, int | None]:
+    """`inputs` as something [`~audio_input.open_audio`] reads, and the rate of a sample list."""
+    if isinstance(inputs, (bytes, bytearray, memoryview)):
+        _check_file_size(len(inputs))
+        return bytes(inputs), None
+    if isinstance(inputs, str):
+        return decode_base64(inputs), None
+    if isinstance(inputs, (list, tuple, np.ndarray, torch.Tensor)):
+        rate = check_sampling_rate(parameters.get("sampling_rate", DEFAULT_SAMPLING_RATE))
+        AUDIO_LIMITS.check_format("The audio", rate, 1)
+        AUDIO_LIMITS.check_length("The audio", len(inputs), rate)  # before a long list is converted
+        return _list_waveform(inputs, parameters.get("sample_format", "float32")), rate
+    raise HandlerError(
+        f'"inputs" must be audio bytes, a base64 string or a list of samples, got {type(inputs).__name__}.'
+    )
+
+
+def _check_file_size(num_bytes: int) -> None:
+    if num_bytes > MAX_REQUEST_BYTES:
+        raise HandlerError(
+            f"The audio file is {num_bytes / 2**20:.1f} MiB; at most {MAX_REQUEST_BYTES / 2**20:g} MiB are accepted.",
+            413,
+        )
+
+
 def decode_base64(text: str) -> bytes:
-    """Base64 (standard or URL-safe alphabet, optional `data:<mime>;base64,` prefix) -> bytes."""
+    """Base64 (standard or URL-safe alphabet, optional `data:<mime>;base64,` prefix) -> bytes, at most
+    `MAX_REQUEST_BYTES` of them."""
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]
     text = "".join(text.split())
     if not text:
         raise HandlerError('"inputs" is an empty string.')
+    _check_file_size(len(text) * 3 // 4 - text[-2:].count("="))  # the decoded size, before decoding
     try:
         if "-" in text or "_" in text:
             return base64.urlsafe_b64decode(text.encode("ascii"))
@@ -220,8 +278,11 @@ def decode_base64(text: str) -> bytes:
         ) from None
 
 
-def _float_waveform(values: Any) -> np.ndarray:
-    """A flat list / array of numbers -> float32 array; nested lists, strings and booleans are refused."""
+def _list_waveform(values: Any, sample_format: Any) -> np.ndarray:
+    """A flat list / array of samples -> float32 in [-1, 1]; nested lists, strings, booleans and samples outside the
+    format's range are refused (integer PCM taken for floats would be 32768 times too loud)."""
+    if not isinstance(sample_format, str) or sample_format not in SAMPLE_FORMATS:
+        raise HandlerError(f'"sample_format" must be one of {list(SAMPLE_FORMATS)}, got {sample_format!r}.')
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     try:
@@ -230,44 +291,57 @@ def _float_waveform(values: Any) -> np.ndarray:
         raise HandlerError(f"The audio list is not a flat list of numbers: {error}") from None
     if array.ndim != 1:
         raise HandlerError(
-            f"Audio given as a list must be one flat mono list of floats, got shape {array.shape}."
+            f"Audio given as a list must be one flat mono list of samples, got shape {array.shape}."
         )
     if array.size and array.dtype.kind not in "fiu":
         raise HandlerError(f"Audio samples must be numbers, got {array.dtype} values.")
-    return array.astype(np.float32)
+    full_scale = SAMPLE_FORMATS[sample_format]
+    if full_scale is None:
+        return _float_samples(array)
+    return _integer_samples(array, sample_format, full_scale)
+
+
+def _float_samples(array: np.ndarray) -> np.ndarray:
+    samples = array.astype(np.float32)
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak > 1.0:  # NaN compares False here: the audio layer names it
+        raise HandlerError(
+            f"Audio samples must be floats in [-1, 1], got a sample of magnitude {peak:g}. For 16-bit integer PCM "
+            'pass "sample_format": "int16" (or divide the samples by 32768).'
+        )
+    return samples
+
+
+def _integer_samples(array: np.ndarray, sample_format: str, full_scale: int) -> np.ndarray:
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise HandlerError(f'With "sample_format": "{sample_format}" every sample must be an integer.')
+    if array.size and (array.min() < -full_scale or array.max() > full_scale - 1):
+        raise HandlerError(
+            f'With "sample_format": "{sample_format}" samples must lie in [{-full_scale}, {full_scale - 1}], got '
+            f"values from {array.min():g} to {array.max():g}."
+        )
+    return (array / full_scale).astype(np.float32)
 
 
 def _candidate_labels(parameters: dict) -> list[str]:
     labels = parameters.get("candidate_labels")
     if isinstance(labels, str):
         labels = [label.strip() for label in labels.split(",")]
-    if not isinstance(labels, (list, tuple)) or not labels:
-        raise HandlerError('"candidate_labels" must be a non-empty list of strings.')
-    for label in labels:
-        if not isinstance(label, str) or not label.strip():
-            raise HandlerError(f"Every candidate label must be a non-empty string, got {label!r}.")
-    if len(set(labels)) != len(labels):
-        raise HandlerError('"candidate_labels" contains duplicates.')
-    return list(labels)
+    return check_labels(labels, MAX_TEXTS, MAX_TEXT_CHARS)
 
 
 def _template(parameters: dict, default: str) -> str:
     template = parameters.get("hypothesis_template", default)
-    if not isinstance(template, str) or "{}" not in template:
-        raise HandlerError(f'"hypothesis_template" must be a string containing "{{}}", got {template!r}.')
-    return template
+    if isinstance(template, str) and len(template) > MAX_TEXT_CHARS:
+        raise HandlerError(
+            f'"hypothesis_template" is {len(template)} characters long; at most {MAX_TEXT_CHARS} are accepted.'
+        )
+    return check_template(template)
 
 
-def _number(parameters: dict, name: str, default: float, integer: bool = False, minimum: float | None = None):
-    value = parameters.get(name, default)
-    valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if valid and integer:
-        valid = float(value).is_integer()
-    if not valid or (minimum is not None and value < minimum):
-        kind = "an integer" if integer else "a finite number"
-        bound = f" >= {minimum}" if minimum is not None else ""
-        raise HandlerError(f'"{name}" must be {kind}{bound}, got {value!r}.')
-    return value
-
-
-__all__ = ["AudioInputError", "HandlerError", "MGAClapEndpointHandler", "decode_base64"]
+__all__ = [
+    "AudioInputError",
+    "HandlerError",
+    "MGAClapEndpointHandler",
+    "decode_base64",
+]

@@ -3,8 +3,10 @@
 The official model computes its log-mel spectrogram inside the network (torchlibrosa). Here that step runs before the
 model: mono 32 kHz audio, padded or cropped to 10 s, periodic-Hann STFT (window 1024, hop 320, centred, reflect
 padding), power spectrum, 64 Slaney mel bands between 50 Hz and 14 kHz, then `10 * log10(max(x, 1e-10))` without
-`top_db` clipping. The result equals `transformers.audio_utils.spectrogram` with the same settings (checked to 1e-4 dB
-in the tests).
+`top_db` clipping. With `precision="float64"` the result equals the float64 `transformers.audio_utils.spectrogram`
+with the same settings to 1e-4 dB; the default float32 STFT stays within 2e-3 dB of it on tones, sweeps, silence and
+noise (both checked in the tests) and leaves the model's embeddings unchanged to 1e-4
+(`benchmarks/check_feature_precision.py`).
 
 With `enable_fusion=True` the extractor prepares LAION-CLAP feature fusion (arXiv 2211.06687 §2.3) instead: clips
 longer than 10 s become four views `[global, front, middle, back]` of 1001 frames each (the log-mel of the whole clip
@@ -14,6 +16,7 @@ which path each clip took.
 """
 
 import copy
+import inspect
 import numbers
 from typing import Any
 
@@ -32,12 +35,21 @@ logger = logging.get_logger(__name__)
 PADDING_MODES = ("repeatpad", "repeat", "zero")
 TRUNCATION_MODES = ("start", "center", "random")
 PRECISIONS = {"float64": torch.float64, "float32": torch.float32}
+DEFAULT_PRECISION = "float32"
 
 # Matmul blocks of 16 mel bands: each band covers a narrow range of FFT bins, so the dense (513, 64) product
 # would spend about 4x more multiply-adds on zeros.
 _MEL_BLOCK_SIZE = 16
-# STFT frames per block for clips of any length (fusion): bounds memory at ~16 MB in float64 for 10 min of audio.
-_LONG_CLIP_FRAME_BLOCK = 2048
+# STFT frames per block: bounds memory at ~16 MB in float64 whatever the clip length (fusion takes any length).
+_FRAME_BLOCK = 2048
+# Mel power floor of the log (the official `amin`): -100 dB.
+_MEL_FLOOR = 1e-10
+# A float32 FFT perturbs every bin of a frame of energy E (sum of its squared windowed samples) by ~eps32 * sqrt(E).
+# Through the cross term 2 Re(X * error), a mel band of power P then moves by ~8.7 * eps32 * sqrt(E * S / P) dB, S
+# being the band's filter-weight sum: E * S is the band's power were the frame's energy white. At 70 dB (this ratio)
+# below that level a band moves by a few 1e-3 dB; further down by more (0.2 dB at the -100 dB floor under a loud
+# tone or sweep: enough to move frame embeddings by 1.7e-4), so frames with such bands are redone in float64.
+_FLOAT32_DYNAMIC_RANGE = 1e7
 # Fusion: one global view and three local views (LAION's `mel_fusion`).
 NUM_FUSION_VIEWS = 4
 
@@ -142,6 +154,25 @@ def _clip_to_tensor(clip, index: int) -> torch.Tensor:
     return torch.from_numpy(waveform)
 
 
+class _Workspace:
+    """Work tensors reused across the clips and frame blocks of one call.
+
+    A fresh multi-megabyte tensor costs page faults on first touch (~0.5 ms per 8 MB measured on 2 cores): as much as
+    windowing the frames, a sixth of a clip's float64 STFT.
+    """
+
+    def __init__(self):
+        self._tensors: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised contiguous tensor of `shape`: the leading rows of the one kept under `(name, dtype)`,
+        replaced by a larger one when it has too few rows or another row shape."""
+        tensor = self._tensors.get((name, dtype))
+        if tensor is None or tensor.shape[0] < shape[0] or tensor.shape[1:] != shape[1:]:
+            tensor = self._tensors[(name, dtype)] = torch.empty(shape, dtype=dtype)
+        return tensor[: shape[0]]
+
+
 class MGAClapFeatureExtractor(SequenceFeatureExtractor):
     r"""Log-mel feature extractor of MGA-CLAP (HTS-AT front end at 32 kHz).
 
@@ -185,12 +216,17 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
             by the truncation mode: `"start"` its first, `"center"` its middle, `"random"` a uniform draw from
             `generator` (LAION's training procedure). Every other clip is padded / cropped as without fusion and
             its log-mel is repeated in the four channels.
-        precision (`str`, *optional*, defaults to `"float64"`):
-            dtype of the STFT and mel product, `"float64"` or `"float32"`. Features are float32 either way. float64
-            matches the float64 `transformers.audio_utils` recipe to < 1e-5 dB on any signal. float32 is about twice
-            as fast, but its FFT rounding sits ~140 dB below the frame energy: bands within ~40 dB of the frame
-            energy (noise-like audio) still agree to ~1e-5 dB, bands 100-130 dB down (pure tones, sweeps, low-passed
-            audio) move by up to ~0.2 dB.
+        precision (`str`, *optional*, defaults to `"float32"`):
+            dtype of the STFT and mel product, `"float32"` or `"float64"`. Features are float32 either way.
+            `"float64"` matches the float64 `transformers.audio_utils` recipe to < 1e-5 dB on any signal.
+            `"float32"` (~3x faster on broadband audio) computes every frame in float32, then redoes with a float64
+            FFT the frames where float32 rounding could move a band lying more than 70 dB below the frame's energy
+            (pure tones, sweeps, digital silence around loud sounds, sharply low-passed audio): it stays within
+            2e-3 dB of float64 on such signals and moves the embeddings of the paper-geometry model by < 1e-5. A
+            clip whose every frame is redone (a steady pure tone) costs ~1.1x its float64 time.
+            Saved extractors keep their setting: a `preprocessor_config.json` without the key loads with this
+            default, one with `"precision": "float64"` (written by every save while float64 was the default) stays
+            float64; drop the key, or pass `precision=` to `from_pretrained`, to change it.
 
     Example:
 
@@ -222,7 +258,7 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         truncation_mode: str = "start",
         padding_value: float = 0.0,
         return_attention_mask: bool = False,
-        precision: str = "float64",
+        precision: str = DEFAULT_PRECISION,
         enable_fusion: bool = False,
         **kwargs,
     ):
@@ -266,6 +302,8 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         self._mel_blocks = _banded_mel_blocks(
             torch.from_numpy(mel_filters), _MEL_BLOCK_SIZE, PRECISIONS[self.precision]
         )
+        # (feature_size,): in float32, a frame with a band below its energy times this is redone in float64.
+        self._float32_band_floor = self.mel_filters.sum(dim=0) / _FLOAT32_DYNAMIC_RANGE
 
     @property
     def max_samples(self) -> int:
@@ -276,6 +314,19 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
     def num_frames(self) -> int:
         """Frames per clip, `1 + max_samples // hop_length` (1001 by default)."""
         return 1 + self.max_samples // self.hop_length
+
+    @classmethod
+    def from_dict(cls, feature_extractor_dict: dict[str, Any], **kwargs):
+        """Build an extractor from saved settings; keyword arguments of `__init__` override or complete them.
+
+        transformers drops overrides of settings the saved file lacks, so `from_pretrained(path, precision="float64")`
+        on a `preprocessor_config.json` written without `precision` would silently give the float32 default.
+        """
+        init_arguments = inspect.signature(cls.__init__).parameters
+        overrides = {
+            name: kwargs.pop(name) for name in list(kwargs) if name in init_arguments and name != "kwargs"
+        }
+        return super().from_dict({**feature_extractor_dict, **overrides}, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the settings, without the mel filters, the window and other derived tensors.
@@ -425,8 +476,8 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
     def _log_mel_spectrogram(self, waveforms: list[torch.Tensor]) -> torch.Tensor:
         """Log-mel spectrogram of clips that all have `max_samples` samples.
 
-        Clips are processed one at a time through buffers reused across the batch: an STFT over the whole batch at
-        once materialises ~130 MB of frames and spectra per 32 clips and measured 2-3x slower on 2 CPU cores.
+        Clips are processed one at a time through work tensors reused across the batch: an STFT over the whole batch
+        at once materialises ~130 MB of frames and spectra per 32 clips and measured 2-3x slower on 2 CPU cores.
 
         Args:
             waveforms (`list[torch.Tensor]`): `batch` tensors of shape `(max_samples,)`.
@@ -434,24 +485,64 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         Returns:
             `torch.Tensor` of shape `(batch, num_frames, feature_size)`, float32, in dB.
         """
-        dtype = PRECISIONS[self.precision]
-        half = self.n_fft // 2
-        length = self.max_samples
-        window = self.window.to(dtype)
-        padded = torch.empty(length + 2 * half, dtype=dtype)
-        frames = torch.empty(self.num_frames, self.n_fft, dtype=dtype)
-        mel = torch.empty(len(waveforms), self.num_frames, self.feature_size)
-        for index, waveform in enumerate(waveforms):
-            # Centring with reflect padding, as torch.stft(center=True, pad_mode="reflect") and np.pad do it.
-            padded[half : half + length] = waveform
-            padded[:half] = waveform[1 : half + 1].flip(0)
-            padded[half + length :] = waveform[length - half - 1 : length - 1].flip(0)
-            torch.mul(padded.unfold(0, self.n_fft, self.hop_length), window, out=frames)
-            # Squaring the interleaved (re, im) pairs in place; the duplicated mel rows add them up in the matmul.
-            squared = torch.view_as_real(torch.fft.rfft(frames, dim=-1)).square_().flatten(-2)
-            for first_bin, stop_bin, first_band, stop_band, weights in self._mel_blocks:
-                mel[index, :, first_band:stop_band] = squared[:, 2 * first_bin : 2 * stop_bin] @ weights
-        return mel.clamp_(min=1e-10).log10_().mul_(10.0)
+        workspace = _Workspace()
+        return torch.stack([self._log_mel(waveform, workspace) for waveform in waveforms])
+
+    def _log_mel(self, waveform: torch.Tensor, workspace: _Workspace) -> torch.Tensor:
+        """`(samples,)` clip -> `(1 + samples // hop_length, feature_size)` float32 log-mel in dB, in frame blocks."""
+        frames = self._stft_frames(waveform, workspace)
+        mel = torch.empty(frames.shape[0], self.feature_size)
+        for first in range(0, frames.shape[0], _FRAME_BLOCK):
+            block = frames[first : first + _FRAME_BLOCK]
+            mel[first : first + block.shape[0]] = self._mel_power(block, workspace)
+        return mel.clamp_(min=_MEL_FLOOR).log10_().mul_(10.0)
+
+    def _stft_frames(self, waveform: torch.Tensor, workspace: _Workspace) -> torch.Tensor:
+        """Unwindowed STFT frames `(1 + samples // hop_length, n_fft)` of one clip: a view (frames overlap) of the
+        clip centred with reflect padding, as torch.stft(center=True, pad_mode="reflect") does. In the clip's dtype,
+        so that the float32 path's float64 recomputation reads the clip's own samples.
+        """
+        half, length = self.n_fft // 2, waveform.shape[-1]
+        padded = workspace.get("padded", (length + 2 * half,), waveform.dtype)
+        padded[half : half + length] = waveform
+        padded[:half] = waveform[1 : half + 1].flip(0)
+        padded[half + length :] = waveform[length - half - 1 : length - 1].flip(0)
+        return padded.unfold(0, self.n_fft, self.hop_length)
+
+    def _mel_power(self, frames: torch.Tensor, workspace: _Workspace) -> torch.Tensor:
+        """Mel power `(n, feature_size)`, float32, of `(n, n_fft)` unwindowed frames, in `self.precision`.
+
+        In float32, the frames whose quiet bands float32 rounding may have moved (see `_FLOAT32_DYNAMIC_RANGE`) are
+        recomputed from the clip's own samples with a float64 FFT.
+        """
+        if self.precision == "float64":
+            return self._windowed_mel_power(self._windowed(frames, self.window, workspace))
+        windowed = self._windowed(frames, self.window.float(), workspace)
+        energy = torch.linalg.vector_norm(windowed, dim=-1, keepdim=True).square_()
+        power = self._windowed_mel_power(windowed)
+        unreliable = (energy * self._float32_band_floor > power.clamp(min=_MEL_FLOOR)).any(dim=-1)
+        if unreliable.all():  # steady tones: skips gathering the frames and scattering their rows
+            return self._windowed_mel_power(self._windowed(frames, self.window, workspace))
+        if unreliable.any():
+            exact = self._windowed(frames[unreliable], self.window, workspace)
+            power[unreliable] = self._windowed_mel_power(exact)
+        return power
+
+    def _windowed(self, frames: torch.Tensor, window: torch.Tensor, workspace: _Workspace) -> torch.Tensor:
+        """`frames * window` in the window's dtype, into a reused work tensor: a converting copy, then an in-place
+        product (2-3x faster than one mixed-dtype product)."""
+        return workspace.get("windowed", tuple(frames.shape), window.dtype).copy_(frames).mul_(window)
+
+    def _windowed_mel_power(self, windowed: torch.Tensor) -> torch.Tensor:
+        """Mel power `(n, feature_size)`, float32, of `(n, n_fft)` windowed frames: the FFT in their dtype, the mel
+        product in `self.precision` (a float64 spectrum rounded to float32 for it moves bands by ~1e-6 dB)."""
+        # Squaring the interleaved (re, im) pairs in place; the duplicated mel rows add them up in the matmul.
+        squared = torch.view_as_real(torch.fft.rfft(windowed, dim=-1)).square_().flatten(-2)
+        squared = squared.to(PRECISIONS[self.precision])
+        power = torch.empty(windowed.shape[0], self.feature_size)
+        for first_bin, stop_bin, first_band, stop_band, weights in self._mel_blocks:
+            power[:, first_band:stop_band] = squared[:, 2 * first_bin : 2 * stop_bin] @ weights
+        return power
 
     # -- LAION feature fusion -----------------------------------------------------------------------------------
 
@@ -524,7 +615,7 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         return torch.stack([global_view] + [log_mel[start : start + self.num_frames] for start in starts])
 
     def _long_log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Log-mel of one clip of any length, the recipe of [`_log_mel_spectrogram`] in blocks of STFT frames.
+        """Log-mel of one clip of any length, the recipe of [`_log_mel_spectrogram`].
 
         Args:
             waveform (`torch.Tensor` of shape `(samples,)`), with more than `n_fft // 2` samples.
@@ -532,23 +623,7 @@ class MGAClapFeatureExtractor(SequenceFeatureExtractor):
         Returns:
             `torch.Tensor` of shape `(1 + samples // hop_length, feature_size)`, float32, in dB.
         """
-        dtype = PRECISIONS[self.precision]
-        half = self.n_fft // 2
-        length = waveform.shape[-1]
-        window = self.window.to(dtype)
-        padded = torch.empty(length + 2 * half, dtype=dtype)
-        padded[half : half + length] = waveform
-        padded[:half] = waveform[1 : half + 1].flip(0)
-        padded[half + length :] = waveform[length - half - 1 : length - 1].flip(0)
-        all_frames = padded.unfold(0, self.n_fft, self.hop_length)  # a view: (1 + length // hop, n_fft)
-        mel = torch.empty(all_frames.shape[0], self.feature_size)
-        for first in range(0, all_frames.shape[0], _LONG_CLIP_FRAME_BLOCK):
-            frames = all_frames[first : first + _LONG_CLIP_FRAME_BLOCK] * window
-            squared = torch.view_as_real(torch.fft.rfft(frames, dim=-1)).square_().flatten(-2)
-            rows = slice(first, first + frames.shape[0])
-            for first_bin, stop_bin, first_band, stop_band, weights in self._mel_blocks:
-                mel[rows, first_band:stop_band] = squared[:, 2 * first_bin : 2 * stop_bin] @ weights
-        return mel.clamp_(min=1e-10).log10_().mul_(10.0)
+        return self._log_mel(waveform, _Workspace())
 
 
 __all__ = ["MGAClapFeatureExtractor"]

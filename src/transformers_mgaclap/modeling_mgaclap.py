@@ -504,6 +504,11 @@ class MGAClapProjectionHead(nn.Sequential):
         )
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in float32, or float64 if it is: the precision of the codebook, the pooling and the loss."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 class MGAClapCodebook(nn.Module):
     """The modality-shared codebook (paper §3.2.2): local embeddings -> a sparse mixture of shared codewords.
 
@@ -532,19 +537,22 @@ class MGAClapCodebook(nn.Module):
             mask (`torch.Tensor` of shape `(batch, length)`): 1 on valid positions.
 
         Returns:
-            `(aggregated, weights)`: `(batch, projection_dim)` (not normalised) and `(batch, codebook_size)`.
+            `(aggregated, weights)`: `(batch, projection_dim)` (not normalised) and `(batch, codebook_size)`, in
+            float32 (float64 for float64 inputs).
         """
-        mask = mask.to(local_embeds.dtype).unsqueeze(-1)  # (B, N, 1)
-        affinity = (local_embeds @ self.codewords.t()) * self.scale * mask  # (B, N, M)
-        if self.pooling == "max":
-            pooled = affinity.amax(dim=1)
-        else:
-            pooled = affinity.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        if self.activation == "sparsemax":
-            weights = sparsemax(pooled)
-        else:
-            weights = torch.softmax(pooled.to(torch.promote_types(pooled.dtype, torch.float32)), dim=-1)
-        return weights.to(self.codewords.dtype) @ self.codewords, weights
+        # Always float32, autocast off: the affinities are scaled by 1/32000 and codewords compete on differences in
+        # their fourth digit, below bf16/fp16 resolution.
+        with torch.autocast(local_embeds.device.type, enabled=False):
+            local_embeds = at_least_float32(local_embeds)
+            codewords = self.codewords.to(local_embeds.dtype)
+            mask = mask.to(local_embeds.dtype).unsqueeze(-1)  # (B, N, 1)
+            affinity = (local_embeds @ codewords.t()) * self.scale * mask  # (B, N, M)
+            if self.pooling == "max":
+                pooled = affinity.amax(dim=1)
+            else:
+                pooled = affinity.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            weights = sparsemax(pooled) if self.activation == "sparsemax" else torch.softmax(pooled, dim=-1)
+            return weights @ codewords, weights
 
 
 def masked_mean(local_embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -731,11 +739,21 @@ class MGAClapModel(MGAClapPreTrainedModel):
     def _aggregate(
         self, local_embeds: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Local embeddings -> normalised global embedding `(B, D)` and codeword weights `(B, M)` (or None)."""
-        if self.codebook is None:
-            return F.normalize(masked_mean(local_embeds, mask), dim=-1), None
-        aggregated, weights = self.codebook(local_embeds, mask)
-        return F.normalize(aggregated, dim=-1), weights
+        """Local embeddings -> normalised global embedding `(B, D)` (in their dtype) and codeword weights `(B, M)`
+        (float32, or None). Pooled and normalised in float32 with autocast off (see [`MGAClapCodebook`])."""
+        with torch.autocast(local_embeds.device.type, enabled=False):
+            if self.codebook is None:
+                aggregated, weights = masked_mean(at_least_float32(local_embeds), mask), None
+            else:
+                aggregated, weights = self.codebook(local_embeds, mask)
+            return F.normalize(aggregated, dim=-1).to(local_embeds.dtype), weights
+
+    @staticmethod
+    def _project(head: MGAClapProjectionHead, hidden_states: torch.Tensor) -> torch.Tensor:
+        """A projection head with autocast off, in the head's dtype (float32 unless the whole model was cast): under
+        mixed precision the towers run in half precision, the MGA-CLAP head after them does not."""
+        with torch.autocast(hidden_states.device.type, enabled=False):
+            return head(hidden_states.to(head[-1].weight.dtype))
 
     # -- public API -------------------------------------------------------------------------------------------
 
@@ -777,7 +795,7 @@ class MGAClapModel(MGAClapPreTrainedModel):
             self._flag(output_attentions, "output_attentions"),
             self._flag(output_hidden_states, "output_hidden_states"),
         )
-        frame_embeds = self.audio_projection(tower.last_hidden_state)  # (B, T, D)
+        frame_embeds = self._project(self.audio_projection, tower.last_hidden_state)  # (B, T, D)
         frame_mask = self._frame_mask(input_features_mask, frame_embeds)
         audio_embeds, weights = self._aggregate(frame_embeds, frame_mask)
         return MGAClapModalityOutput(
@@ -826,7 +844,9 @@ class MGAClapModel(MGAClapPreTrainedModel):
             output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"),
             return_dict=True,
         )
-        word_embeds = self.text_projection(tower.last_hidden_state[:, 1:])  # (B, L - 1, D): [CLS] dropped
+        word_embeds = self._project(
+            self.text_projection, tower.last_hidden_state[:, 1:]
+        )  # (B, L - 1, D): no [CLS]
         word_mask = self._word_mask(attention_mask)
         text_embeds, weights = self._aggregate(word_embeds, word_mask)
         return MGAClapModalityOutput(
@@ -845,18 +865,23 @@ class MGAClapModel(MGAClapPreTrainedModel):
     def contrastive_loss(self, audio_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """The configured loss of normalised, paired global embeddings `(B, D)` (row i of each is a pair).
 
-        Training scripts call this on embeddings gathered from all processes to get the global-batch loss.
+        Training scripts call this on embeddings gathered from all processes to get the global-batch loss. Computed
+        in float32 with autocast off, whatever the embeddings' dtype.
         """
-        logits_per_audio = audio_embeds @ text_embeds.t() / self.clamped_temperature()
-        if self.config.loss == "clap":
-            loss = clap_loss(logits_per_audio)
-        else:
-            loss = hard_negative_loss(
-                logits_per_audio, self.config.hard_negative_gamma, self.config.hard_negative_variant
+        with torch.autocast(audio_embeds.device.type, enabled=False):
+            audio_embeds, text_embeds = at_least_float32(audio_embeds), at_least_float32(text_embeds)
+            logits_per_audio = (
+                audio_embeds @ text_embeds.t() / self.clamped_temperature().to(audio_embeds.dtype)
             )
-        if self.config.embedding_regularization:
-            loss = loss + embedding_regularization(audio_embeds, text_embeds)
-        return loss
+            if self.config.loss == "clap":
+                loss = clap_loss(logits_per_audio)
+            else:
+                loss = hard_negative_loss(
+                    logits_per_audio, self.config.hard_negative_gamma, self.config.hard_negative_variant
+                )
+            if self.config.embedding_regularization:
+                loss = loss + embedding_regularization(audio_embeds, text_embeds)
+            return loss
 
     def clamped_temperature(self) -> torch.Tensor:
         """The learned temperature tau floored at 0.01: logits are cosines / tau.
@@ -897,7 +922,9 @@ class MGAClapModel(MGAClapPreTrainedModel):
             input_features, input_features_mask, is_longer, **flags, return_dict=True
         )
         text = self.get_text_features(input_ids, attention_mask, token_type_ids, **flags, return_dict=True)
-        logits_per_audio = audio.pooler_output @ text.pooler_output.t() / self.clamped_temperature()
+        with torch.autocast(audio.pooler_output.device.type, enabled=False):  # cosines near 1 need the bits
+            temperature = self.clamped_temperature().to(audio.pooler_output.dtype)
+            logits_per_audio = audio.pooler_output @ text.pooler_output.t() / temperature
         loss = None
         if return_loss:
             if audio.pooler_output.shape[0] != text.pooler_output.shape[0]:

@@ -7,14 +7,27 @@ imports) next to the weights, so that `pipeline("zero-shot-audio-event-detection
 trust_remote_code=True)` works where the package is not installed.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+import torch
 from transformers import Pipeline
 
 from .audio_input import open_audio
 from .embedding import embed_text
-from .processing_mgaclap import DEFAULT_THRESHOLD, format_queries, post_process_sound_event_detection
-from .sound_event_detection import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_BATCH_SIZE, frame_similarity_of_source
+from .processing_mgaclap import (
+    DEFAULT_THRESHOLD,
+    check_labels,
+    format_queries,
+    post_process_sound_event_detection,
+)
+from .sound_event_detection import (
+    DEFAULT_HOP_SECONDS,
+    DEFAULT_WINDOW_BATCH_SIZE,
+    check_detection_options,
+    frame_similarity_of_source,
+)
 
 TASK = "zero-shot-audio-event-detection"
 
@@ -27,6 +40,19 @@ _POSTPROCESS_KEYS = (
     "min_duration_seconds",
     "score_reduction",
 )
+# What `check_detection_options` checks, at call time, before any audio is read.
+_OPTION_KEYS = ("window_seconds", "hop_seconds", *_POSTPROCESS_KEYS)
+
+
+def _check_mono(audio: Any) -> None:
+    """Refuse a multi-channel array: as transformers' audio pipelines, one input is one mono recording (the
+    processor would take a `(2, N)` array for two clips, the audio layer for two channels)."""
+    array = audio.get("array", audio.get("raw")) if isinstance(audio, Mapping) else audio
+    if isinstance(array, (np.ndarray, torch.Tensor)) and array.ndim != 1:
+        raise ValueError(
+            f"{TASK} takes one mono recording per input, got an array of shape {tuple(array.shape)}: mix it down "
+            "with `audio.mean(0)`, or pass a list of recordings."
+        )
 
 
 class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
@@ -56,25 +82,31 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
 
         Args:
             audio (`np.ndarray`, `str`, `bytes` or `dict`, or a list of them):
-                Any form of the package's audio input layer (`audio_input.open_audio`): a float array `(samples,)`
-                or `(channels, samples)` at the feature extractor's rate (32 kHz); a path to an audio file or its
+                Any form of the package's audio input layer (`audio_input.open_audio`): a mono float array
+                `(samples,)` at the feature extractor's rate (32 kHz; a 2-D array is refused: mix it down, or pass a
+                list of recordings); a path to an audio file (multi-channel files are mixed down) or its
                 bytes (read window by window, so recordings of any length fit in memory); a `datasets` Audio cell or
                 `{"array": np.ndarray, "sampling_rate": int}` (`"raw"` is accepted for `"array"`). Other rates are
                 resampled window by window.
-            candidate_labels (`list[str]`): class names or phrases.
-            hypothesis_template (`str`, *optional*, defaults to `"{}"`): prompt format; the official SED prompt is the
-                bare label.
+            candidate_labels (`list[str]`): class names or phrases, each once.
+            hypothesis_template (`str`, *optional*, defaults to `"{}"`): prompt format, with `{}` exactly once where
+                the label goes; the official SED prompt is the bare label.
             threshold (`float`, *optional*, defaults to 0.5): activity threshold on the filtered raw cosine.
             median_filter_frames (`int`, *optional*, defaults to 3), min_gap_seconds (`float`, *optional*, defaults
                 to 0.5), min_duration_seconds (`float`, *optional*, defaults to 0), score_reduction (`str`, *optional*,
                 defaults to `"max"`): see `post_process_sound_event_detection`.
-            window_seconds (`float`, *optional*, defaults to 10), hop_seconds (`float`, *optional*, defaults to 5),
-                window_batch_size (`int`, *optional*, defaults to 8): how long audio is cut and batched.
+            window_seconds (`float`, *optional*, defaults to 10; between 1 and the extractor's `max_length_s`),
+                hop_seconds (`float`, *optional*, defaults to 5), window_batch_size (`int`, *optional*, defaults to
+                8): how long audio is cut and batched.
             progress (`bool`, *optional*, defaults to `False`): tqdm progress bar over the window batches.
 
         Returns:
             `list[dict]` (a list of them for a list of inputs): events `{"label", "onset", "offset", "score"}`, in
-            seconds from the start of the audio, sorted by onset.
+            seconds from the start of the audio (offsets at most its duration), sorted by onset.
+
+        Raises:
+            `ValueError`: the labels, template and options are checked as by `detect_sound_events` and the endpoint
+                handler (same checks, same messages), before any audio is read.
         """
         return super().__call__(audio, **kwargs)
 
@@ -82,6 +114,10 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
         unknown = set(kwargs) - set(_PREPROCESS_KEYS + _FORWARD_KEYS + _POSTPROCESS_KEYS)
         if unknown:
             raise TypeError(f"Unexpected arguments for {TASK}: {sorted(unknown)}.")
+        check_detection_options(
+            max_window_seconds=self.feature_extractor.max_length_s,
+            **{key: kwargs[key] for key in _OPTION_KEYS if key in kwargs},
+        )
         preprocess = {key: kwargs[key] for key in _PREPROCESS_KEYS if key in kwargs}
         forward = {key: kwargs[key] for key in _FORWARD_KEYS if key in kwargs}
         postprocess = {key: kwargs[key] for key in _POSTPROCESS_KEYS if key in kwargs}
@@ -90,7 +126,8 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
     def preprocess(self, audio, candidate_labels=None, hypothesis_template="{}"):
         if candidate_labels is None:
             raise ValueError("Pass `candidate_labels`: the class names or phrases to detect.")
-        labels = [candidate_labels] if isinstance(candidate_labels, str) else list(candidate_labels)
+        labels = check_labels(candidate_labels)
+        _check_mono(audio)
         # The audio is only opened in `_forward`, window by window: a long file is never decoded whole.
         return {
             "audio": audio,
@@ -106,7 +143,9 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
         window_batch_size=DEFAULT_WINDOW_BATCH_SIZE,
         progress=False,
     ):
-        text_embeds = embed_text(self.model, self, model_inputs["queries"]).text_embeds
+        text_embeds = embed_text(
+            self.model, self, model_inputs["queries"], return_word_embeds=False
+        ).text_embeds
         with open_audio(model_inputs["audio"], default_rate=self.feature_extractor.sampling_rate) as source:
             stitched = frame_similarity_of_source(
                 self.model,
@@ -123,6 +162,7 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
             "frame_similarity": stitched.frame_similarity,
             "frame_boundaries": stitched.frame_boundaries,
             "frame_mask": stitched.frame_mask,
+            "duration": stitched.duration,
         }
 
     def postprocess(
@@ -144,6 +184,7 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
             min_duration_seconds=min_duration_seconds,
             frame_mask=model_outputs["frame_mask"],
             score_reduction=score_reduction,
+            duration=model_outputs["duration"],
         )[0]
 
 

@@ -5,6 +5,11 @@ Also holds the frame-level post-processing of zero-shot sound event detection / 
 """
 
 import math
+import numbers
+import reprlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from transformers import BatchFeature, ProcessorMixin
@@ -107,7 +112,8 @@ class MGAClapProcessor(ProcessorMixin):
         arguments (`threshold`, `median_filter_frames`, `min_gap_seconds`, `frame_mask`, ...) `options` takes.
 
         Typical use: `processor.post_process_sound_event_detection(out.frame_similarity, out.frame_boundaries,
-        labels, threshold=..., frame_mask=out.frame_mask)` with `out = model.get_frame_text_similarity(...)`.
+        labels, threshold=..., frame_mask=out.frame_mask, duration=seconds)` with
+        `out = model.get_frame_text_similarity(...)` and `seconds` the clips' lengths (offsets are clipped to them).
         """
         return post_process_sound_event_detection(frame_similarity, frame_boundaries, labels, **options)
 
@@ -118,30 +124,154 @@ class MGAClapProcessor(ProcessorMixin):
         )
 
 
-def check_texts(texts: str | list[str]) -> list[str]:
-    """One text or a list of them as a list; an empty list or a text that is not a non-empty string is a `ValueError`."""
+# Values in error messages: a shortened repr, so that a refusal never echoes a megabyte of request back.
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxstring = _PREVIEW.maxother = 60
+
+
+def _preview(value: Any) -> str:
+    """`repr(value)`, shortened."""
+    return _PREVIEW.repr(value)
+
+
+def _check_caps(texts: list[str], what: str, max_count: int | None, max_chars: int | None) -> None:
+    """At most `max_count` texts of at most `max_chars` characters each (`None`: no limit)."""
+    if max_count is not None and len(texts) > max_count:
+        raise ValueError(f"Got {len(texts)} {what}s; at most {max_count} are accepted.")
+    if max_chars is not None:
+        for index, text in enumerate(texts):
+            if len(text) > max_chars:
+                raise ValueError(
+                    f"{what.capitalize()} {index} is {len(text)} characters long; at most {max_chars} are accepted."
+                )
+
+
+def check_texts(
+    texts: str | Sequence[str], max_texts: int | None = None, max_chars: int | None = None
+) -> list[str]:
+    """One text or a list of them as a list.
+
+    Args:
+        texts (`str` or `Sequence[str]`): the texts.
+        max_texts (`int`, *optional*): most texts accepted.
+        max_chars (`int`, *optional*): most characters accepted per text.
+
+    Raises:
+        `ValueError`: an empty list, a text that is not a non-empty string, or more or longer texts than allowed.
+    """
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise ValueError("No text to embed: the list of texts is empty.")
     for index, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Text {index} is empty or not a string ({text!r}): nothing to embed.")
+            raise ValueError(f"Text {index} is empty or not a string ({_preview(text)}): nothing to embed.")
+    _check_caps(texts, "text", max_texts, max_chars)
     return texts
 
 
-def format_queries(labels: str | list[str], template: str = "{}") -> list[str]:
-    """`template` filled with each label: the text queries of sound event detection and zero-shot classification.
+def check_labels(
+    labels: str | Iterable[str], max_labels: int | None = None, max_chars: int | None = None
+) -> list[str]:
+    """The candidate labels of classification and event detection, checked once for every door (the pipeline,
+    [`~sound_event_detection.detect_sound_events`], the endpoint handler).
+
+    Args:
+        labels (`str` or `Iterable[str]`): class names or phrases; one string is one label.
+        max_labels (`int`, *optional*): most labels accepted.
+        max_chars (`int`, *optional*): most characters accepted per label.
+
+    Returns:
+        `list[str]`: the labels, in order.
 
     Raises:
-        `ValueError`: no labels, a label that is not a non-empty string, or a query that comes out empty.
+        `ValueError`: no labels, a label that is not a non-empty string, a repeated label (it would be scored, and
+            reported, twice), or more or longer labels than allowed.
     """
-    labels = [labels] if isinstance(labels, str) else list(labels)
+    if isinstance(labels, str):
+        labels = [labels]
+    elif isinstance(labels, (bytes, Mapping)) or not isinstance(labels, Iterable):
+        raise ValueError(f"`candidate_labels` must be a string or a list of strings, got {_preview(labels)}.")
+    labels = list(labels)
     if not labels:
         raise ValueError("`candidate_labels` is empty: give at least one class name or phrase.")
     for label in labels:
         if not isinstance(label, str) or not label.strip():
-            raise ValueError(f"Every label must be a non-empty string, got {label!r}.")
-    return check_texts([template.format(label) for label in labels])
+            raise ValueError(f"Every candidate label must be a non-empty string, got {_preview(label)}.")
+    _check_caps(labels, "candidate label", max_labels, max_chars)
+    repeated = [label for label, count in Counter(labels).items() if count > 1]
+    if repeated:
+        raise ValueError(f"`candidate_labels` repeats {_preview(repeated)}: give each label once.")
+    return labels
+
+
+def check_template(template: str) -> str:
+    """A hypothesis template: a string holding the label slot `{}` exactly once (other braces are literal text).
+
+    Raises:
+        `ValueError`: anything else.
+    """
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise ValueError(
+            f"`hypothesis_template` must be a string containing `{{}}` exactly once, where the label goes, got "
+            f"{_preview(template)}."
+        )
+    return template
+
+
+def format_queries(labels: str | Iterable[str], template: str = "{}") -> list[str]:
+    """`template` with its `{}` replaced by each label: the text queries of sound event detection and zero-shot
+    classification. Only the literal `{}` is substituted (no `str.format`): other braces stay as they are.
+
+    Raises:
+        `ValueError`: see [`check_labels`] and [`check_template`].
+    """
+    labels = check_labels(labels)
+    template = check_template(template)
+    return check_texts([template.replace("{}", label) for label in labels])
+
+
+def check_number(name: str, value: Any, minimum: float | None = None) -> float:
+    """`value` as a float: a finite real number (not a bool), at least `minimum`; else a `ValueError` naming it."""
+    valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not valid or (minimum is not None and value < minimum):
+        bound = f" >= {minimum:g}" if minimum is not None else ""
+        raise ValueError(f"`{name}` must be a finite number{bound}, got {_preview(value)}.")
+    return float(value)
+
+
+def check_event_options(
+    threshold: float = DEFAULT_THRESHOLD,
+    median_filter_frames: int = 3,
+    min_gap_seconds: float = 0.5,
+    min_duration_seconds: float = 0.0,
+    score_reduction: str = "max",
+) -> dict[str, Any]:
+    """The options of [`post_process_sound_event_detection`], checked and normalised (floats, an int window).
+
+    Raises:
+        `ValueError`: a non-finite or non-numeric threshold, an even or negative median window, a negative gap or
+            duration, an unknown score reduction.
+    """
+    median = median_filter_frames
+    if (
+        not isinstance(median, numbers.Real)
+        or isinstance(median, bool)
+        or not float(median).is_integer()
+        or median < 0
+        or (median > 1 and median % 2 == 0)
+    ):
+        raise ValueError(
+            f"`median_filter_frames` must be an odd integer, or 0 or 1 for no filter, got {_preview(median)}."
+        )
+    if score_reduction not in ("max", "mean"):
+        raise ValueError(f"`score_reduction` must be 'max' or 'mean', got {_preview(score_reduction)}.")
+    return {
+        "threshold": check_number("threshold", threshold),
+        "median_filter_frames": int(median),
+        "min_gap_seconds": check_number("min_gap_seconds", min_gap_seconds, minimum=0.0),
+        "min_duration_seconds": check_number("min_duration_seconds", min_duration_seconds, minimum=0.0),
+        "score_reduction": score_reduction,
+    }
 
 
 def median_filter_time(scores: torch.Tensor, window: int) -> torch.Tensor:
@@ -206,6 +336,30 @@ def _event_inputs(
     return scores, boundaries, mask
 
 
+def _clip_to_duration(
+    boundaries: torch.Tensor, mask: torch.Tensor, duration: float | Sequence[float] | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boundaries `(B, T + 1)` clipped to each clip's duration, and the mask `(B, T)` without the frames that start
+    at or after it."""
+    batch = boundaries.shape[0]
+    try:
+        durations = torch.as_tensor(duration, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        durations = None
+    if durations is not None and durations.dim() == 0:
+        durations = durations.expand(batch)
+    if (
+        durations is None
+        or durations.shape != (batch,)
+        or not bool(((durations > 0) & durations.isfinite()).all())
+    ):
+        raise ValueError(
+            f"`duration` must be a positive number of seconds, or one per clip ({batch}), got {_preview(duration)}."
+        )
+    mask = mask & (boundaries[:, :-1] < durations[:, None])
+    return torch.minimum(boundaries, durations[:, None]), mask
+
+
 def _gap_frames(edges: torch.Tensor, min_gap_seconds: float) -> int:
     """The longest gap, in whole frames, that `min_gap_seconds` bridges: the official `ceil(0.5 / (10 / 32)) = 2`."""
     hop = float((edges[1:] - edges[:-1]).max()) if len(edges) > 1 else 0.0  # the frame hop (uniform grids)
@@ -256,6 +410,7 @@ def post_process_sound_event_detection(
     min_duration_seconds: float = 0.0,
     frame_mask: torch.Tensor | None = None,
     score_reduction: str = "max",
+    duration: float | Sequence[float] | torch.Tensor | None = None,
 ) -> list[list[dict]]:
     """Sound events from frame-level query similarities (zero-shot SED and text-to-audio grounding).
 
@@ -285,30 +440,38 @@ def post_process_sound_event_detection(
             with their neighbours.
         score_reduction (`str`, *optional*, defaults to `"max"`): `"max"` or `"mean"` of the *filtered* curve over
             the event's frames (bridged gap frames included), reported as `"score"`.
+        duration (`float`, or one per clip, *optional*): the length in seconds of the audio each clip holds. The
+            model's frames cover its 10 s input, so the frame that holds a clip's end reaches past it: with the
+            duration, frames that start at or after it are masked and every offset is clipped to it. Every door of
+            the package passes it; pass it with [`MGAClapModel.get_frame_text_similarity`] on clips shorter than
+            10 s.
 
     Returns:
         `list[list[dict]]`: per clip, events `{"label", "onset", "offset", "score"}` (seconds, floats) sorted by
         onset, then by query order.
     """
-    if score_reduction not in ("max", "mean"):
-        raise ValueError(f"`score_reduction` must be 'max' or 'mean', got {score_reduction!r}.")
+    options = check_event_options(
+        threshold, median_filter_frames, min_gap_seconds, min_duration_seconds, score_reduction
+    )
     scores, boundaries, mask = _event_inputs(frame_similarity, frame_boundaries, labels, frame_mask)
+    if duration is not None:
+        boundaries, mask = _clip_to_duration(boundaries, mask, duration)
     order = {label: index for index, label in enumerate(labels)}
     results = []
     for clip_scores, edges, clip_mask in zip(scores, boundaries, mask, strict=True):
-        max_gap = _gap_frames(edges, min_gap_seconds)
+        max_gap = _gap_frames(edges, options["min_gap_seconds"])
         events = []
         for start, stop in _active_runs(clip_mask):  # runs of valid frames
-            filtered = median_filter_time(clip_scores[start:stop], median_filter_frames)  # (L, N)
+            filtered = median_filter_time(clip_scores[start:stop], options["median_filter_frames"])  # (L, N)
             for query, label in enumerate(labels):
                 events += _curve_events(
                     filtered[:, query],
                     edges[start : stop + 1],
                     label,
-                    threshold,
+                    options["threshold"],
                     max_gap,
-                    min_duration_seconds,
-                    score_reduction,
+                    options["min_duration_seconds"],
+                    options["score_reduction"],
                 )
         events.sort(key=lambda event: (event["onset"], order[event["label"]], event["offset"]))
         results.append(events)
@@ -317,6 +480,10 @@ def post_process_sound_event_detection(
 
 __all__ = [
     "MGAClapProcessor",
+    "check_event_options",
+    "check_labels",
+    "check_number",
+    "check_template",
     "check_texts",
     "format_queries",
     "median_filter_time",

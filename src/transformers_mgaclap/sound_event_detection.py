@@ -16,6 +16,7 @@ modules.
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -23,10 +24,21 @@ from transformers.utils.logging import tqdm
 
 from .audio_input import AudioInput, AudioSource, open_audio
 from .embedding import embed_audio, embed_text
-from .processing_mgaclap import DEFAULT_THRESHOLD, format_queries, post_process_sound_event_detection
+from .processing_mgaclap import (
+    DEFAULT_THRESHOLD,
+    check_event_options,
+    check_labels,
+    check_number,
+    format_queries,
+    post_process_sound_event_detection,
+)
 
 DEFAULT_HOP_SECONDS = 5.0
 DEFAULT_WINDOW_BATCH_SIZE = 8
+# A window is spread over the model's 32 frames: below 1 s a frame would last under 1/32 s, far from the 10/32 s of
+# training (a 10-minute recording would also need thousands of windows); the extractor's STFT fails outright on
+# windows of a few milliseconds.
+MIN_WINDOW_SECONDS = 1.0
 
 
 @dataclass
@@ -118,14 +130,71 @@ class FrameGrid:
         return LongAudioFrameSimilarity(curve.float(), boundaries, covered.long(), num_windows, self.duration)
 
 
-def _window_extractor(feature_extractor, window_seconds: float | None):
+def check_windows(
+    window_seconds: float | None, hop_seconds: float, max_window_seconds: float
+) -> tuple[float, float]:
+    """The window length (`None`: `max_window_seconds`) and hop in seconds, as floats.
+
+    Raises:
+        `ValueError`: a window shorter than 1 s or longer than `max_window_seconds` (the extractor's `max_length_s`,
+            what the model was trained on), or a hop not in `(0, window]` (a longer hop leaves audio unseen).
+    """
+    max_window_seconds = float(max_window_seconds)
+    window = max_window_seconds if window_seconds is None else check_number("window_seconds", window_seconds)
+    if not MIN_WINDOW_SECONDS <= window <= max_window_seconds:
+        raise ValueError(
+            f"`window_seconds` must be between {MIN_WINDOW_SECONDS:g} and {max_window_seconds:g} s (the feature "
+            f"extractor's `max_length_s`), got {window_seconds!r}."
+        )
+    hop = check_number("hop_seconds", hop_seconds)
+    if not 0 < hop <= window:
+        raise ValueError(
+            f"`hop_seconds` must be > 0 and at most the window ({window:g} s), got {hop_seconds!r}: a longer hop "
+            "would leave parts of the recording unseen."
+        )
+    return window, hop
+
+
+def check_detection_options(
+    *,
+    max_window_seconds: float,
+    threshold: float = DEFAULT_THRESHOLD,
+    median_filter_frames: int = 3,
+    min_gap_seconds: float = 0.5,
+    min_duration_seconds: float = 0.0,
+    window_seconds: float | None = None,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    score_reduction: str = "max",
+) -> dict:
+    """Every option of event detection, checked once for every door ([`detect_sound_events`], the pipeline, the
+    endpoint handler) before any audio is read.
+
+    Args:
+        max_window_seconds (`float`): the feature extractor's `max_length_s`.
+        threshold, median_filter_frames, min_gap_seconds, min_duration_seconds, score_reduction: see
+            [`~processing_mgaclap.check_event_options`].
+        window_seconds, hop_seconds: see [`check_windows`].
+
+    Returns:
+        `dict`: the options under their own names, normalised (floats, an int median window, the window length in
+        place of `None`), ready for [`detect_sound_events`].
+
+    Raises:
+        `ValueError`: naming the first option that is wrong.
+    """
+    options = check_event_options(
+        threshold, median_filter_frames, min_gap_seconds, min_duration_seconds, score_reduction
+    )
+    window, hop = check_windows(window_seconds, hop_seconds, max_window_seconds)
+    return {**options, "window_seconds": window, "hop_seconds": hop}
+
+
+def _window_extractor(feature_extractor, window_seconds: float):
     """The extractor with `max_length_s = window_seconds` (a shallow copy: the filters are shared)."""
-    if window_seconds is None or window_seconds == feature_extractor.max_length_s:
+    if window_seconds == feature_extractor.max_length_s:
         return feature_extractor
-    if not window_seconds > 0:
-        raise ValueError(f"`window_seconds` must be positive, got {window_seconds}.")
     extractor = copy.copy(feature_extractor)
-    extractor.max_length_s = float(window_seconds)
+    extractor.max_length_s = window_seconds
     return extractor
 
 
@@ -150,17 +219,18 @@ def frame_similarity_of_source(
 
     See [`compute_long_audio_frame_similarity`] for the arguments.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+    window_seconds, hop_seconds = check_windows(window_seconds, hop_seconds, feature_extractor.max_length_s)
     extractor = _window_extractor(feature_extractor, window_seconds)
-    window_seconds = float(extractor.max_length_s)
-    if not hop_seconds > 0:
-        raise ValueError(f"`hop_seconds` must be positive, got {hop_seconds}.")
     rate = source.sampling_rate
     window_samples = int(round(window_seconds * rate))
     starts = window_starts(source.num_samples, window_samples, int(round(hop_seconds * rate)))
     processor = _WindowProcessor(extractor)
     text_embeds = text_embeds.float().cpu()
     grid = None
-    bar = tqdm(total=len(starts), unit="windows", desc="MGA-CLAP windows", disable=not progress)
+    # leave=None: the bar stays when it is the only one, and vanishes when it runs under a bar over clips.
+    bar = tqdm(total=len(starts), unit="windows", desc="MGA-CLAP windows", leave=None, disable=not progress)
     for first in range(0, len(starts), batch_size):
         batch_starts = starts[first : first + batch_size]
         windows = [source.read(start, window_samples) for start in batch_starts]
@@ -201,7 +271,8 @@ def compute_long_audio_frame_similarity(
         feature_extractor ([`MGAClapFeatureExtractor`]): the model's front end.
         sampling_rate (`int`, *optional*): rate of an array; defaults to the extractor's. Other rates are resampled
             window by window.
-        window_seconds (`float`, *optional*): window length; defaults to the extractor's `max_length_s` (10 s).
+        window_seconds (`float`, *optional*): window length, between 1 s and the extractor's `max_length_s` (10 s,
+            the default).
         hop_seconds (`float`, *optional*, defaults to 5.0): distance between window starts (<= `window_seconds`).
         batch_size (`int`, *optional*, defaults to 8): windows per model call; bounds the memory.
         progress (`bool`, *optional*, defaults to `True`): a progress bar in windows.
@@ -211,8 +282,6 @@ def compute_long_audio_frame_similarity(
     Returns:
         [`LongAudioFrameSimilarity`].
     """
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
     if text_embeds is None:
         with torch.no_grad():
             device = next(model.parameters()).device
@@ -247,8 +316,9 @@ def detect_sound_events(
         model: an [`MGAClapModel`].
         audio: any form of [`~audio_input.open_audio`] (an array at `sampling_rate`, a path, file bytes, a `datasets`
             Audio cell, a decoder); files are read window by window.
-        labels (`list[str]`): class names or free-text phrases; each becomes `hypothesis_template.format(label)`
-            (default `"{}"`: the bare label, as the official SED script).
+        labels (`list[str]`): class names or free-text phrases, each once (see
+            [`~processing_mgaclap.check_labels`]); each becomes `hypothesis_template` with its `{}` replaced by the
+            label (default `"{}"`: the bare label, as the official SED script).
         processor ([`MGAClapProcessor`]): the feature extractor and the tokenizer (a pipeline works too).
         sampling_rate (`int`, *optional*): rate of an array; defaults to the extractor's (32 kHz).
         threshold, median_filter_frames, min_gap_seconds, min_duration_seconds, score_reduction:
@@ -257,20 +327,35 @@ def detect_sound_events(
 
     Returns:
         `list[dict]`: events `{"label", "onset", "offset", "score"}` in seconds from the start of the recording,
-        sorted by onset.
+        sorted by onset; every offset is at most the recording's duration.
+
+    Raises:
+        `ValueError`: a label, template or option [`check_detection_options`] refuses (before any audio is read), or
+            audio the audio input layer refuses.
     """
     if processor is None:
         raise ValueError("Pass the model's `processor` (feature extractor and tokenizer).")
-    labels = [labels] if isinstance(labels, str) else list(labels)
-    text_embeds = embed_text(model, processor, format_queries(labels, hypothesis_template)).text_embeds
+    labels = check_labels(labels)
+    options = check_detection_options(
+        max_window_seconds=processor.feature_extractor.max_length_s,
+        threshold=threshold,
+        median_filter_frames=median_filter_frames,
+        min_gap_seconds=min_gap_seconds,
+        min_duration_seconds=min_duration_seconds,
+        window_seconds=window_seconds,
+        hop_seconds=hop_seconds,
+        score_reduction=score_reduction,
+    )
+    queries = format_queries(labels, hypothesis_template)
+    text_embeds = embed_text(model, processor, queries, return_word_embeds=False).text_embeds
     stitched = compute_long_audio_frame_similarity(
         model,
         audio,
         None,
         processor.feature_extractor,
         sampling_rate=sampling_rate,
-        window_seconds=window_seconds,
-        hop_seconds=hop_seconds,
+        window_seconds=options.pop("window_seconds"),
+        hop_seconds=options.pop("hop_seconds"),
         batch_size=batch_size,
         progress=progress,
         text_embeds=text_embeds,
@@ -279,18 +364,17 @@ def detect_sound_events(
         stitched.frame_similarity,
         stitched.frame_boundaries,
         labels,
-        threshold=threshold,
-        median_filter_frames=median_filter_frames,
-        min_gap_seconds=min_gap_seconds,
-        min_duration_seconds=min_duration_seconds,
         frame_mask=stitched.frame_mask,
-        score_reduction=score_reduction,
+        duration=stitched.duration,
+        **options,
     )[0]
 
 
 __all__ = [
     "FrameGrid",
     "LongAudioFrameSimilarity",
+    "check_detection_options",
+    "check_windows",
     "compute_long_audio_frame_similarity",
     "detect_sound_events",
     "frame_similarity_of_source",

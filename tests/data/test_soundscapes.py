@@ -403,3 +403,13 @@ def test_generation_is_fast():
     sc.generate_soundscapes(20, seed=0)
     elapsed = time.perf_counter() - start
     assert elapsed < 10.0, f"20 clips of 10 s took {elapsed:.1f} s"
+
+
+def test_dataset_builds_show_a_bar_in_clips_when_asked(capfd):
+    sc.build_soundscape_dataset(2, seed=0, duration=1.0)
+    sc.build_labelled_clip_dataset(1, duration=1.0, classes=["beep"])
+    assert capfd.readouterr().err == ""
+    sc.build_soundscape_dataset(2, seed=0, split_name="validation", duration=1.0, progress=True)
+    sc.build_labelled_clip_dataset(1, duration=1.0, classes=["beep", "whistle"], progress=True)
+    err = capfd.readouterr().err
+    assert "Synthesising validation clips" in err and "2/2" in err and "clips" in err

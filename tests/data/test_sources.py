@@ -82,3 +82,12 @@ def test_waveforms_come_through_the_audio_input_layer():
     ).cast_column("audio", Audio())
     with pytest.raises(AudioInputError, match=r"example 1 \(broken.wav\)"):
         load_waveforms(broken, "audio", 32000)
+
+
+def test_progress_is_a_bar_in_clips_on_stderr_only_when_asked(capfd):
+    dataset = tiny(("a", "b", "c"))
+    load_waveforms(dataset, "audio", 16000)
+    assert capfd.readouterr() == ("", "")
+    load_waveforms(dataset, "audio", 16000, progress=True)
+    out, err = capfd.readouterr()
+    assert out == "" and "Decoding" in err and "3/3" in err and "clips" in err

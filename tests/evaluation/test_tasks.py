@@ -1,6 +1,7 @@
 """The evaluation library: every task end to end on a tiny saved model, the frame-level and clip-level scores it
 feeds the metrics against the model's own API and the metric packages called directly, and the command line."""
 
+import importlib.util
 import json
 import math
 
@@ -14,11 +15,13 @@ from transformers import BertTokenizerFast
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor, embed_text
 from transformers_mgaclap.data.sources import load_waveforms
 from transformers_mgaclap.embedding import tokenize
+from transformers_mgaclap.evaluation import tasks
 from transformers_mgaclap.evaluation.frames import frame_scores
 from transformers_mgaclap.evaluation.report import write_results
 from transformers_mgaclap.evaluation.synthetic import synthetic_dataset
-from transformers_mgaclap.evaluation.tasks import clip_embeddings, evaluate_task
+from transformers_mgaclap.evaluation.tasks import clip_embeddings, evaluate_task, required_modules
 from transformers_mgaclap.sound_event_detection import compute_long_audio_frame_similarity
+from transformers_mgaclap.utils.cli import MissingExtraError
 
 from conftest import run_example, tiny_model
 
@@ -235,10 +238,45 @@ def test_bad_inputs_name_the_problem(saved_model):
         evaluate_task(model, processor, dataset, "captioning")
     grounding = synthetic_dataset("grounding", num_clips=1, seed=0)
     blank = grounding.map(lambda row: {"phrase": " "})
-    with pytest.raises(ValueError, match="phrase is empty"):
+    with pytest.raises(ValueError, match="Row 0, field 'phrase': must be a non-empty string"):
         evaluate_task(model, processor, blank, "grounding")
     broken = dataset.cast_column("audio", datasets.Audio(decode=False)).map(
         lambda row: {"audio": {"bytes": b"RIFF\x00\x00", "path": "broken.wav"}}
     )
     with pytest.raises(ValueError, match="broken.wav"):
         evaluate_task(model, processor, broken, "classification")
+
+
+def test_a_missing_metric_package_is_reported_before_any_clip_is_embedded(saved_model, monkeypatch):
+    _, model, processor = saved_model
+    dataset = synthetic_dataset("sed", num_clips=2, seed=3)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "sed_scores_eval" else find_spec(name, *a),
+    )
+
+    def embedding_started(*args, **kwargs):
+        raise AssertionError("clips were embedded before the metric packages were checked")
+
+    monkeypatch.setattr(tasks, "iterate_frame_scores", embedding_started)
+    with pytest.raises(
+        MissingExtraError, match=r'needs sed_scores_eval.*pip install "transformers-mgaclap\[eval\]"'
+    ):
+        evaluate_task(model, processor, dataset, "sed")
+    assert "matplotlib" in required_modules("grounding", num_plots=1)
+    assert "matplotlib" not in required_modules("grounding") + required_modules("tagging", num_plots=1)
+
+
+def test_progress_bars_count_clips(saved_model, capfd):
+    _, model, processor = saved_model
+    dataset = synthetic_dataset("classification", num_clips=2, seed=3)
+    capfd.readouterr()
+    evaluate_task(model, processor, dataset, "classification", batch_size=1)
+    assert capfd.readouterr().err == ""
+    evaluate_task(model, processor, dataset, "classification", batch_size=1, progress=True)
+    err = capfd.readouterr().err
+    assert (
+        "Embedding clips" in err and "2/2" in err and "clips/s" in err
+    )  # tqdm may skip 1/2 (refresh interval)

@@ -529,7 +529,7 @@ def test_frame_features_match_the_official_formula(tiny_official):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_converted_folder_loads_and_runs(tmp_path, tiny_checkpoint, tiny_official):
+def test_converted_folder_loads_and_runs(tmp_path, tiny_checkpoint, tiny_official, capfd):
     output = tmp_path / "converted"
     with mock.patch.object(conv, "push_model_to_hub") as push:
         model = conv.convert(
@@ -539,7 +539,10 @@ def test_converted_folder_loads_and_runs(tmp_path, tiny_checkpoint, tiny_officia
             push_to_hub="tester/mgaclap",
             config=tiny_config(),
             token="hf_fake",
+            progress=True,
         )
+    progress = capfd.readouterr().err
+    assert "Converting" in progress and "4/4" in progress and "steps" in progress  # read, map, save, push
     # The one publish path: the same model, processor and (official) card as the folder written here.
     push.assert_called_once()
     assert push.call_args.args[0] is model and push.call_args.args[2] == "tester/mgaclap"
@@ -588,7 +591,7 @@ def test_cli(tmp_path):
         conv.main(["--checkpoint_path", "model.pt", "--output_dir", str(tmp_path), "--push_to_hub", "a/b"])
     convert.assert_called_once_with(
         "model.pt", str(tmp_path), tokenizer_name_or_path="bert-base-uncased", push_to_hub="a/b", token=None,
-        private=None,
+        private=None, progress=True,
     )  # fmt: skip
     with mock.patch.object(conv, "convert_audio_checkpoint") as convert_audio:
         conv.main(
@@ -603,7 +606,7 @@ def test_cli(tmp_path):
         )
     convert_audio.assert_called_once_with(
         "HTSAT.ckpt", "out", text_model_name_or_path="bert", tokenizer_name_or_path=None, push_to_hub=None,
-        token=None, private=None,
+        token=None, private=None, progress=True,
     )  # fmt: skip
     with pytest.raises(SystemExit):
         conv.main(["--output_dir", "out"])  # a source is required

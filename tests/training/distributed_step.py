@@ -3,7 +3,8 @@
 Usage: `python distributed_step.py OUT VARIANT` or `torchrun --nproc_per_node N distributed_step.py OUT VARIANT`.
 Each process takes its contiguous slice of the global batch; the script runs the training code's loss
 (`global_contrastive_loss`, gathered embeddings) through an Accelerate-prepared (DDP) model and saves the loss and
-the averaged gradients from process 0 to OUT.
+the averaged gradients from process 0 to OUT, with what process 0 learns from `any_process` (the agreement on
+stopping or skipping a step) when only the last process raises a flag.
 """
 
 import sys
@@ -11,6 +12,7 @@ import sys
 import torch
 from accelerate import Accelerator
 
+from transformers_mgaclap.training.checkpointing import any_process
 from transformers_mgaclap.training.contrastive import global_contrastive_loss
 
 from conftest import audio_inputs, text_inputs, tiny_model
@@ -29,11 +31,12 @@ def main(out: str, variant: str) -> None:
     local = {key: value[rows] for key, value in batch.items()}
     loss, _ = global_contrastive_loss(model, local)
     accelerator.backward(loss)
+    flag_seen = any_process(accelerator, accelerator.process_index == accelerator.num_processes - 1)
     if accelerator.is_main_process:
         grads = {
             name: p.grad.detach().clone() for name, p in accelerator.unwrap_model(model).named_parameters()
         }
-        torch.save({"loss": loss.detach(), "grads": grads}, out)
+        torch.save({"loss": loss.detach(), "grads": grads, "flag_seen": flag_seen}, out)
     # No process-group teardown: exiting after the barrier avoids a shutdown race seen with gloo under torchrun.
     accelerator.wait_for_everyone()
 

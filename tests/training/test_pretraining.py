@@ -1,21 +1,28 @@
 """Pre-training (`training.pretraining`): a smoke run that produces a published folder, exact resume, SIGTERM on the
-command line, two processes = one."""
+command line (to the trainer, to its process group with DataLoader workers, to `accelerate launch`), a SIGKILL inside
+a save, two processes = one."""
 
+import ctypes
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from transformers import AutoModel, AutoProcessor, HfArgumentParser
+from transformers import AutoModel, AutoProcessor
 
+from transformers_mgaclap.training.checkpointing import checkpoint_problem
 from transformers_mgaclap.training.pretraining import PretrainingArguments, pretrain
+from transformers_mgaclap.utils.cli import DataclassArgumentParser
 
 from conftest import EXAMPLES, TINY_AUDIO, reset_accelerate
 
@@ -50,7 +57,7 @@ def tiny_args(output_dir, text_model_dir, *extra) -> list[str]:
 def run_in_process(argv: list[str]) -> int:
     """What `examples/pretrain.py ARGV` does, in this process: parse the arguments and pre-train."""
     reset_accelerate()
-    (args,) = HfArgumentParser(PretrainingArguments).parse_args_into_dataclasses(argv)
+    (args,) = DataclassArgumentParser(PretrainingArguments).parse_args_into_dataclasses(argv)
     return pretrain(args)
 
 
@@ -156,6 +163,191 @@ def test_sigterm_saves_a_checkpoint(tmp_path, tiny_text_model_dir):
     assert (checkpoints[0] / "model.safetensors").exists() and (checkpoints[0] / "optimizer.bin").exists()
 
 
+class Stderr:
+    """A process's stderr, read in the background (the process must never block on a full pipe)."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(process.stderr), daemon=True)
+        self._thread.start()
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while not any(text in line for line in list(self.lines)):
+            assert time.time() < deadline, f"no {text!r} in:\n{self.text}"
+            time.sleep(0.1)
+
+    def read_to_end(self, timeout: float = 120) -> str:
+        """Everything, once every process holding the pipe has closed it."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the pipe is still open after {timeout} s:\n{self.text}"
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def start_example(command: list[str], **popen) -> tuple[subprocess.Popen, Stderr]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", **popen.pop("env", {}))
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env,
+        **popen,
+    )  # fmt: skip
+    return process, Stderr(process)
+
+
+def newest_checkpoint(output_dir: Path) -> tuple[Path, int]:
+    """The newest checkpoint folder, which must be complete, and its step."""
+    path = max(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert checkpoint_problem(str(path)) is None, checkpoint_problem(str(path))
+    return path, json.loads((path / "trainer_state.json").read_text())["global_step"]
+
+
+def ignoring_sigterm(process: psutil.Process) -> list[psutil.Process]:
+    """The children of `process` that ignore SIGTERM (bit 15 of SigIgn in /proc/PID/status)."""
+    children = []
+    for child in process.children():
+        with open(f"/proc/{child.pid}/status") as status:
+            ignored = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
+        if ignored >> (signal.SIGTERM - 1) & 1:
+            children.append(child)
+    return children
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_sigterm_to_the_process_group_with_dataloader_workers_saves_a_checkpoint(
+    tmp_path, tiny_text_model_dir
+):
+    """Slurm, `timeout` and systemd signal the whole group: the DataLoader workers must not die of it."""
+    out = tmp_path / "run"
+    args = tiny_args(out, tiny_text_model_dir, "--dataloader_num_workers", "2", "--max_train_steps", "400",
+                     "--validation_split", "none")  # fmt: skip
+    process, stderr = start_example(
+        [sys.executable, str(SCRIPT), *args], cwd=tmp_path, start_new_session=True
+    )
+    try:
+        stderr.wait_for("Running training")
+        trainer = psutil.Process(process.pid)
+        # Workers are set up once their init function ran, after which they ignore SIGTERM (without the fix: never).
+        deadline = time.time() + 30
+        while len(ignoring_sigterm(trainer)) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        workers = trainer.children()
+        assert len(workers) == 2
+        os.killpg(process.pid, signal.SIGTERM)  # kill -TERM -- -PGID
+        assert process.wait(timeout=120) == 143, stderr.read_to_end()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    text = stderr.read_to_end()
+    assert "killed by signal" not in text and "SIGTERM: checkpoint saved to" in text
+    path, step = newest_checkpoint(out)
+    assert f"Saved checkpoint {path}" in text and 1 <= step < 400
+    assert psutil.wait_procs(workers, timeout=30)[1] == []  # the workers, which ignore SIGTERM, ended too
+
+
+@contextmanager
+def adopting_orphans():
+    """Make this process a child subreaper: an orphaned descendant becomes its child, whose exit status it can read."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    try:
+        yield
+    finally:
+        libc.prctl(36, 0, 0, 0, 0)
+
+
+def exit_code_of(pid: int, timeout: float) -> int | None:
+    """The exit code of child `pid`, or `None` if it is still running after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.2)
+    return None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigterm_to_accelerate_launch_stops_the_trainer_with_a_checkpoint(tmp_path, tiny_text_model_dir):
+    """Accelerate's single-process launcher forwards no signal: the trainer must stop when the launcher dies."""
+    out = tmp_path / "run"
+    launch = [str(Path(sys.executable).with_name("accelerate")), "launch", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    args = tiny_args(out, tiny_text_model_dir, "--max_train_steps", "1000", "--validation_split", "none")
+    with adopting_orphans():
+        launcher, stderr = start_example(
+            [*launch, str(SCRIPT), *args], cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf")}
+        )
+        started = [psutil.Process(launcher.pid)]
+        try:
+            stderr.wait_for("Running training")
+            started += started[0].children()
+            trainer = started[1]
+            launcher.send_signal(signal.SIGTERM)
+            assert launcher.wait(timeout=60) == -signal.SIGTERM  # the launcher just dies
+            code = exit_code_of(trainer.pid, timeout=120)
+        finally:
+            for process in started:
+                if process.is_running():
+                    process.kill()
+                    process.wait()
+    # The trainer's final words, through the stderr it inherited from the launcher.
+    text = stderr.read_to_end()
+    assert code == 143, text
+    path, step = newest_checkpoint(out)
+    assert f"SIGTERM: checkpoint saved to {path}" in text and step < 1000
+
+
+SLOW_SAVE = """
+import os, sys, time
+import accelerate
+
+save_state = accelerate.Accelerator.save_state
+
+
+def slow_save_state(self, output_dir=None, **kwargs):
+    result = save_state(self, output_dir, **kwargs)
+    if "checkpoint-2" in os.path.basename(output_dir):
+        print("FILES OF STEP 2 WRITTEN", file=sys.stderr, flush=True)
+        time.sleep(300)
+    return result
+
+
+accelerate.Accelerator.save_state = slow_save_state
+"""
+
+
+def test_sigkill_during_a_save_keeps_the_last_complete_checkpoint(tmp_path, tiny_text_model_dir, caplog):
+    """With --checkpoints_total_limit 1, killed while checkpoint 2 is being written: `latest` resumes from 1."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_SAVE)
+    out = tmp_path / "run"
+    args = tiny_args(out, tiny_text_model_dir, "--max_train_steps", "2", "--checkpointing_steps", "1",
+                     "--checkpoints_total_limit", "1", "--validation_split", "none")  # fmt: skip
+    python_path = os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])])
+    process, stderr = start_example(
+        [sys.executable, str(SCRIPT), *args], cwd=tmp_path, env={"PYTHONPATH": python_path}
+    )
+    try:
+        stderr.wait_for("FILES OF STEP 2 WRITTEN")
+    finally:
+        process.kill()
+    process.wait()
+    assert newest_checkpoint(out) == (out / "checkpoint-1", 1)
+    assert sorted(p.name for p in out.glob("*checkpoint-*")) == [".checkpoint-2.partial", "checkpoint-1"]
+
+    with caplog.at_level("INFO"):
+        assert run_in_process([*args, "--resume_from_checkpoint", "latest"]) == 0
+    assert f"Resumed from {out / 'checkpoint-1'} at step 1" in caplog.text
+    assert [entry["step"] for entry in train_log(out)] == [1, 2]
+    assert sorted(p.name for p in out.glob("*checkpoint-*")) == [
+        "checkpoint-2"
+    ]  # the partial folder was removed
+
+
 def run_group(command: list[str], env: dict, timeout: float = 120) -> None:
     """Run a command; on timeout kill it and every descendant (torchrun starts its workers in new sessions)."""
     import psutil
@@ -185,6 +377,7 @@ def test_two_processes_equal_one(tmp_path, variant):
     )  # fmt: skip
     one, two = torch.load(single, weights_only=True), torch.load(double, weights_only=True)
     assert one["loss"].item() == pytest.approx(two["loss"].item(), abs=1e-5)
+    assert one["flag_seen"] and two["flag_seen"]  # process 0 learns the flag only process 1 raised
     assert one["grads"].keys() == two["grads"].keys()
     for name, grad in one["grads"].items():
         torch.testing.assert_close(two["grads"][name], grad, atol=1e-5, rtol=1e-4, msg=name)

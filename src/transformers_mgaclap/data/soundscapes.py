@@ -1009,6 +1009,15 @@ def _features() -> datasets.Features:
     )
 
 
+def _clip_bar(total: int, split_name: str | None, progress: bool):
+    """A progress bar in clips for a dataset build (tqdm, imported here: generating clips needs numpy only)."""
+    from transformers.utils.logging import tqdm
+
+    return tqdm(
+        total=total, desc=f"Synthesising {split_name or 'train'} clips", unit="clips", disable=not progress
+    )
+
+
 def build_soundscape_dataset(
     num_clips: int | None = None,
     seed: int | None = None,
@@ -1016,6 +1025,7 @@ def build_soundscape_dataset(
     *,
     config: SoundscapeConfig | None = None,
     wav_subtype: str = "FLOAT",
+    progress: bool = False,
     **config_overrides: Any,
 ) -> datasets.Dataset:
     """Generate clips into an in-memory ``datasets.Dataset``.
@@ -1031,6 +1041,7 @@ def build_soundscape_dataset(
         split_name: Random stream and ``Dataset.split`` (``None``/``"train"`` share the training stream).
         config: Base configuration; the other arguments are applied on top.
         wav_subtype: ``"FLOAT"`` (default; 128 kB per second at 32 kHz, lossless) or ``"PCM_16"`` (half).
+        progress: A progress bar in clips (on stderr).
         **config_overrides: Any :class:`SoundscapeConfig` field.
     """
     import datasets
@@ -1039,6 +1050,7 @@ def build_soundscape_dataset(
     columns: dict[str, list[Any]] = {
         name: [] for name in ("audio", "caption", "captions", "events", "labels", "clip_id")
     }
+    bar = _clip_bar(cfg.num_clips, split_name, progress)
     for index in range(cfg.num_clips):
         clip = generate_soundscape(clip_rng(cfg.seed, index, split_name), cfg)
         columns["audio"].append(
@@ -1050,6 +1062,8 @@ def build_soundscape_dataset(
         for name in ("caption", "captions", "events", "labels"):
             columns[name].append(clip[name])
         columns["clip_id"].append(_clip_id(cfg.seed, split_name, index))
+        bar.update()
+    bar.close()
     split = datasets.NamedSplit(split_name) if split_name else None
     dataset = datasets.Dataset.from_dict(columns, features=_features(), split=split)
     return dataset.cast_column("audio", datasets.Audio(sampling_rate=cfg.sampling_rate))
@@ -1062,18 +1076,20 @@ def build_labelled_clip_dataset(
     duration: float = 5.0,
     sampling_rate: int = 32000,
     classes: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> datasets.Dataset:
     """ESC-50-style single-event clips (`audio` + `label` ClassLabel) from the synthetic sound classes.
 
     Each clip is a soundscape ([`generate_soundscape`]) of `duration` seconds with exactly one event
     of its class (0.6 to 0.9 of the clip long) over the usual faint background. Clip `i` of class `c` is a
     function of `(seed, split_name, c, i)` only; other split names give disjoint streams (held-out clips).
-    Rows are ordered class by class.
+    Rows are ordered class by class. `progress`: a progress bar in clips (on stderr).
     """
     import datasets
 
     labels = list(classes) if classes is not None else class_labels()
     audio, targets = [], []
+    bar = _clip_bar(len(labels) * clips_per_class, split_name, progress)
     for class_index, label in enumerate(labels):
         config = SoundscapeConfig(
             sampling_rate=sampling_rate,
@@ -1092,6 +1108,8 @@ def build_labelled_clip_dataset(
                 {"bytes": encode_wav(clip["audio"]["array"], sampling_rate), "path": f"{label}_{index}.wav"}
             )
             targets.append(class_index)
+            bar.update()
+    bar.close()
     features = datasets.Features(
         {"audio": datasets.Audio(sampling_rate=sampling_rate), "label": datasets.ClassLabel(names=labels)}
     )
@@ -1106,19 +1124,27 @@ def build_soundscape_splits(
     *,
     config: SoundscapeConfig | None = None,
     wav_subtype: str = "FLOAT",
+    progress: bool = False,
     **config_overrides: Any,
 ) -> datasets.DatasetDict:
     """``DatasetDict`` with ``train``, ``validation`` and ``test`` splits from disjoint random streams.
 
     ``train`` equals ``build_soundscape_dataset(num_train, seed)``; validation and test clips come from
     their own streams (:func:`clip_rng`), so no held-out clip repeats a training clip, for any seed.
+    ``progress``: a progress bar in clips per split (on stderr).
     """
     import datasets
 
     return datasets.DatasetDict(
         {
             split: build_soundscape_dataset(
-                count, seed, split, config=config, wav_subtype=wav_subtype, **config_overrides
+                count,
+                seed,
+                split,
+                config=config,
+                wav_subtype=wav_subtype,
+                progress=progress,
+                **config_overrides,
             )
             for split, count in (("train", num_train), ("validation", num_validation), ("test", num_test))
         }

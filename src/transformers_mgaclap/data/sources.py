@@ -62,30 +62,43 @@ def _split_of(loaded, split: str, name: str):
 
 
 def iterate_waveforms(
-    dataset, audio_column: str, sampling_rate: int, batch_size: int = 32
+    dataset,
+    audio_column: str,
+    sampling_rate: int,
+    batch_size: int = 32,
+    progress: bool = False,
+    description: str = "Clips",
 ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
     """`(row indices, mono float32 waveforms at sampling_rate)` in batches, in dataset order.
 
     Cells are read undecoded and decoded by [`~audio_input.load_audio`]; an unreadable clip raises an
-    [`~audio_input.AudioInputError`] naming its row and file.
+    [`~audio_input.AudioInputError`] naming its row and file. With `progress`, a bar in clips (titled
+    `description`) counts the clips whose batch the caller has finished with: decoding and what the caller does with
+    each batch (embedding, scoring) advance it together.
     """
     import datasets
+    from transformers.utils.logging import tqdm
 
     undecoded = dataset.cast_column(audio_column, datasets.Audio(decode=False))
-    for start in range(0, len(dataset), batch_size):
-        cells = undecoded[start : start + batch_size][audio_column]
-        indices = list(range(start, start + len(cells)))
-        yield (
-            indices,
-            [_decode_row(cell, index, sampling_rate) for index, cell in zip(indices, cells, strict=True)],
-        )
+    with tqdm(total=len(dataset), desc=description, unit="clips", disable=not progress) as bar:
+        for start in range(0, len(dataset), batch_size):
+            cells = undecoded[start : start + batch_size][audio_column]
+            indices = list(range(start, start + len(cells)))
+            yield (
+                indices,
+                [_decode_row(cell, index, sampling_rate) for index, cell in zip(indices, cells, strict=True)],
+            )
+            bar.update(len(indices))
 
 
-def load_waveforms(dataset, audio_column: str, sampling_rate: int) -> list[np.ndarray]:
-    """Every clip of `dataset` decoded, as in [`iterate_waveforms`]."""
-    return [
-        waveform for _, batch in iterate_waveforms(dataset, audio_column, sampling_rate) for waveform in batch
-    ]
+def load_waveforms(
+    dataset, audio_column: str, sampling_rate: int, progress: bool = False
+) -> list[np.ndarray]:
+    """Every clip of `dataset` decoded, as in [`iterate_waveforms`] (`progress`: a bar in clips)."""
+    batches = iterate_waveforms(
+        dataset, audio_column, sampling_rate, progress=progress, description="Decoding"
+    )
+    return [waveform for _, batch in batches for waveform in batch]
 
 
 def _decode_row(cell: dict, index: int, sampling_rate: int) -> np.ndarray:

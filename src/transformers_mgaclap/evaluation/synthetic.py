@@ -6,20 +6,25 @@ TASKS = ("retrieval", "classification", "tagging", "sed", "grounding", "temporal
 SAMPLING_RATE = 32000
 
 
-def synthetic_dataset(task: str, num_clips: int = 200, seed: int = 1234):
+def synthetic_dataset(task: str, num_clips: int = 200, seed: int = 1234, progress: bool = False):
     """A held-out synthetic set in `task`'s schema: the soundscape generator's "test" stream (never trained on).
 
     classification uses single-event clips; grounding has one row per (clip, class present) with the class's first
     descriptive phrase ("a siren wails") as the query and all that class's events as its segments; temporal uses
-    single-event labelled clips (`num_clips // 16` per class).
+    single-event labelled clips (`num_clips // 16` per class). `progress`: a bar in clips while they are synthesised.
     """
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; choose one of {TASKS}.")
     if task == "temporal":
-        return build_labelled_clip_dataset(max(2, num_clips // 16), seed, "test")
+        return build_labelled_clip_dataset(max(2, num_clips // 16), seed, "test", progress=progress)
     single = task == "classification"
     dataset = build_soundscape_dataset(
-        num_clips, seed, "test", min_events_per_clip=1, max_events_per_clip=1 if single else 3
+        num_clips,
+        seed,
+        "test",
+        min_events_per_clip=1,
+        max_events_per_clip=1 if single else 3,
+        progress=progress,
     )
     if single:
         return dataset.map(lambda row: {"label": row["labels"][0]})

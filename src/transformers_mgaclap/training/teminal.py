@@ -8,8 +8,9 @@ Stage B (`stage_b_steps`) teaches order: "a before b" (or "b after a"), the swap
 reconstruction (docs/reconstructions.md §3), every choice an argument.
 
 A batch is a function of `(seed, step, process)`, so resuming from a checkpoint continues exactly. The loss is
-computed on each process's local batch (its groups hold all their hard negatives). `examples/post_train_temporal.py`
-is the command line.
+computed on each process's local batch (its groups hold all their hard negatives). SIGTERM checkpoints and stops
+with exit code 143, as in pre-training ([`~training.checkpointing`]). `examples/post_train_temporal.py` is the command
+line.
 """
 
 import json
@@ -25,6 +26,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from transformers import AutoModel, AutoProcessor, SchedulerType, get_scheduler
+from transformers.utils.logging import tqdm
 
 from ..data.labels import class_indices, class_names_of, label_text
 from ..data.soundscapes import build_labelled_clip_dataset
@@ -38,7 +40,13 @@ from ..extensions.temporal import (
     stage_b_group,
     temporal_batch_loss,
 )
-from .checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpointing import (
+    StopSignal,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    stop_with_launcher,
+)
 
 logger = get_logger(__name__)
 
@@ -54,10 +62,13 @@ class TemporalPostTrainingArguments:
     # -- data --------------------------------------------------------------------------------------------------------
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Labelled clips (Hub id, save_to_disk folder, audiofolder); none = synthetic."},
+        metadata={
+            "help": "Labelled clips (Hub id, save_to_disk folder, audiofolder). Default: none, synthetic "
+            "single-event clips of the package's 16 sound classes."
+        },
     )
     dataset_config_name: str | None = field(
-        default=None, metadata={"help": "Configuration of a Hub dataset."}
+        default=None, metadata={"help": "Configuration of a Hub dataset. Default: its default one."}
     )
     train_split: str = field(default="train", metadata={"help": "Split of the dataset."})
     audio_column: str = field(default="audio", metadata={"help": "Audio column."})
@@ -76,7 +87,10 @@ class TemporalPostTrainingArguments:
     after_probability: float = field(default=0.5, metadata={"help": "Stage B: word an order with 'after'."})
     templates: str | None = field(
         default=None,
-        metadata={"help": 'JSON overriding caption templates, e.g. \'{"before": "{a}, then {b}"}\'.'},
+        metadata={
+            "help": 'JSON overriding caption templates, e.g. \'{"before": "{a}, then {b}"}\'. Default: none, '
+            "the templates of transformers_mgaclap.extensions.temporal."
+        },
     )
     # -- training ----------------------------------------------------------------------------------------------------
     output_dir: str = field(default="outputs/mgaclap-teminal", metadata={"help": "Where the run writes."})
@@ -87,7 +101,10 @@ class TemporalPostTrainingArguments:
     )
     learning_rate: float = field(default=2e-5, metadata={"help": "Learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    lr_scheduler_type: SchedulerType = field(default="constant_with_warmup", metadata={"help": "Schedule."})
+    lr_scheduler_type: SchedulerType = field(
+        default="constant_with_warmup",
+        metadata={"help": "Learning-rate schedule after the warm-up, one of the choices above."},
+    )
     num_warmup_steps: int = field(default=5, metadata={"help": "Warm-up steps."})
     hard_negative_weight: float = field(
         default=1.0, metadata={"help": "Weight w of the explicit hard negatives."}
@@ -107,12 +124,17 @@ class TemporalPostTrainingArguments:
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed of the run."})
-    checkpointing_steps: int | None = field(default=None, metadata={"help": "Checkpoint every N steps."})
+    checkpointing_steps: int | None = field(
+        default=None, metadata={"help": "Checkpoint every N steps. Default: no checkpoints."}
+    )
     checkpoints_total_limit: int | None = field(
-        default=None, metadata={"help": "Keep at most N checkpoints."}
+        default=None, metadata={"help": "Keep at most N checkpoints. Default: all of them."}
     )
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "'latest' (the newest of --output_dir) or a checkpoint folder."}
+        default=None,
+        metadata={
+            "help": "'latest' (the newest of --output_dir) or a checkpoint folder. Default: a new run."
+        },
     )
     logging_steps: int = field(default=10, metadata={"help": "Log every N steps."})
     eval_pairs: int = field(default=0, metadata={"help": "ZSTE pairs evaluated at the end (0 = none)."})
@@ -134,10 +156,15 @@ class LabelledClips:
     heldout_pairs: list[tuple[int, int]]
 
 
-def load_labelled_clips(args: TemporalPostTrainingArguments, sampling_rate: int) -> LabelledClips:
-    """The labelled clips (audio + label), decoded once at the model's rate."""
+def load_labelled_clips(
+    args: TemporalPostTrainingArguments, sampling_rate: int, progress: bool = False
+) -> LabelledClips:
+    """The labelled clips (audio + label), decoded once at the model's rate (`progress`: bars in clips, for the
+    synthesis and the decoding)."""
     if args.dataset_name is None:
-        dataset = build_labelled_clip_dataset(args.synthetic_clips_per_class, seed=args.seed)
+        dataset = build_labelled_clip_dataset(
+            args.synthetic_clips_per_class, seed=args.seed, progress=progress
+        )
     else:
         dataset = load_dataset_source(args.dataset_name, args.train_split, args.dataset_config_name)
     names = class_names_of(dataset, args.label_column)
@@ -148,7 +175,7 @@ def load_labelled_clips(args: TemporalPostTrainingArguments, sampling_rate: int)
     )
     return LabelledClips(
         dataset=dataset,
-        waveforms=load_waveforms(dataset, args.audio_column, sampling_rate),
+        waveforms=load_waveforms(dataset, args.audio_column, sampling_rate, progress=progress),
         texts=[label_text(label, names) for label in raw_labels],
         classes=classes,
         train_pairs=train_pairs,
@@ -160,6 +187,7 @@ class TemporalPostTraining:
     """One post-training run: stage A, then stage B, checkpoints, an optional ZSTE evaluation, the saved folder."""
 
     def __init__(self, args: TemporalPostTrainingArguments):
+        stop_with_launcher()
         self.args = args
         os.makedirs(args.output_dir, exist_ok=True)
         self.accelerator = Accelerator(
@@ -172,7 +200,7 @@ class TemporalPostTraining:
         self.processor = AutoProcessor.from_pretrained(args.model_name_or_path, trust_remote_code=True)
         rate = self.processor.feature_extractor.sampling_rate
         with self.accelerator.main_process_first():
-            self.clips = load_labelled_clips(args, rate)
+            self.clips = load_labelled_clips(args, rate, progress=self.accelerator.is_local_main_process)
         self.templates = json.loads(args.templates) if args.templates else None
         self.layout = CompositeLayout(
             int(round(args.segment_seconds * rate)), int(round(args.gap_seconds * rate)), self.templates
@@ -211,13 +239,22 @@ class TemporalPostTraining:
                 examples += stage_b_group(pair, rng, self.layout, args.after_probability)
         return examples
 
+    def state(self) -> dict:
+        return {"global_step": self.step, "train_log": self.train_log}
+
     def resume(self) -> None:
-        path = resolve_checkpoint(self.args.output_dir, self.args.resume_from_checkpoint)
+        path = resolve_checkpoint(self.accelerator, self.args.output_dir, self.args.resume_from_checkpoint)
         if path is not None:
             state = load_checkpoint(self.accelerator, path)
             self.step, self.train_log = state["global_step"], state["train_log"]
 
-    def train(self) -> None:
+    def train(self) -> int:
+        """Both stages; returns 0, or 143 after a SIGTERM (a checkpoint was saved)."""
+        with StopSignal() as stop:
+            return self._train(stop)
+
+    def _train(self, stop: StopSignal) -> int:
+        """[`train`] with SIGTERM turned into `stop`'s request."""
         args = self.args
         self.resume()
         self.model.train()
@@ -229,19 +266,36 @@ class TemporalPostTraining:
         logger.info(
             f"***** TeminAL post-training: {args.stage_a_steps} stage A + {args.stage_b_steps} stage B steps *****"
         )
-        while self.step < self.total_steps:
-            loss = self._step(self.batch_for(self.step))
-            self.step += 1
-            stage = "A" if self.step <= args.stage_a_steps else "B"
-            self.train_log.append({"step": self.step, "stage": stage, "loss": loss.item()})
-            if self.step % args.logging_steps == 0 or self.step == 1:
-                rate = self.step / (time.perf_counter() - started)
-                logger.info(
-                    f"step {self.step}/{self.total_steps} stage {stage} loss {loss.item():.4f} ({rate:.2f} steps/s)"
-                )
-            if args.checkpointing_steps and self.step % args.checkpointing_steps == 0:
-                state = {"global_step": self.step, "train_log": self.train_log}
-                save_checkpoint(self.accelerator, args.output_dir, state, args.checkpoints_total_limit)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="TeminAL post-training",
+            unit="steps",
+            disable=not self.accelerator.is_local_main_process,
+        )
+        with bar:
+            while self.step < self.total_steps:
+                loss = self._step(self.batch_for(self.step))
+                self.step += 1
+                stage = "A" if self.step <= args.stage_a_steps else "B"
+                self.train_log.append({"step": self.step, "stage": stage, "loss": loss.item()})
+                bar.update()
+                bar.set_postfix(stage=stage, loss=f"{loss.item():.4f}")
+                if self.step % args.logging_steps == 0 or self.step == 1:
+                    rate = self.step / (time.perf_counter() - started)
+                    logger.info(
+                        f"step {self.step}/{self.total_steps} stage {stage} loss {loss.item():.4f} "
+                        f"({rate:.2f} steps/s)"
+                    )
+                if args.checkpointing_steps and self.step % args.checkpointing_steps == 0:
+                    save_checkpoint(
+                        self.accelerator, args.output_dir, self.state(), args.checkpoints_total_limit
+                    )
+                if stop.should_stop(self.accelerator):
+                    return stop.checkpoint_and_stop(
+                        self.accelerator, args.output_dir, self.state(), args.checkpoints_total_limit
+                    )
+        return 0
 
     def _step(self, examples: list) -> torch.Tensor:
         accelerator = self.accelerator
@@ -275,6 +329,7 @@ class TemporalPostTraining:
                 templates=self.templates,
                 audio_column=args.audio_column,
                 label_column=args.label_column,
+                progress=True,
             )
             logger.info(f"ZSTE after post-training: {metrics}")
         accelerator.wait_for_everyone()
@@ -294,10 +349,11 @@ class TemporalPostTraining:
 
 
 def post_train_temporal(args: TemporalPostTrainingArguments) -> int:
-    """Run a TeminAL-style post-training; returns 0, or 1 if a loss was not finite."""
+    """Run a TeminAL-style post-training; returns 0, 1 if a loss was not finite, or 143 when stopped by SIGTERM after
+    saving a checkpoint."""
     run = TemporalPostTraining(args)
-    run.train()
-    return run.finish()
+    code = run.train()
+    return run.finish() if code == 0 else code
 
 
 __all__ = ["TemporalPostTrainingArguments", "load_labelled_clips", "post_train_temporal"]
