@@ -55,9 +55,13 @@ class EvaluationArguments:
         default=None, metadata={"help": "Evaluate the first N examples only. Default: all of them."}
     )
     audio_column: str = field(default="audio", metadata={"help": "Audio column."})
-    caption_column: str | None = field(
+    caption_column: list[str] | None = field(
         default=None,
-        metadata={"help": "retrieval: caption column (default: 'captions' if present, else 'caption')."},
+        metadata={
+            "help": "retrieval: caption columns, each of strings or of lists of strings; with several (Clotho's "
+            "caption_1 ... caption_5), a clip's captions are those of all of them. Default: 'captions' if "
+            "present, else 'caption'."
+        },
     )
     label_column: str = field(default="label", metadata={"help": "classification / temporal: label column."})
     labels_column: str = field(default="labels", metadata={"help": "tagging: list-of-labels column."})

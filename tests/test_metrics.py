@@ -286,6 +286,18 @@ def test_sed_matches_sed_scores_eval(load):
     assert out["collar_f1_per_class"] == {c: collar[c] for c in SED_CLASSES}
     assert out["segment_f1_micro"] == segment["micro_average"]
     assert all(0.0 < out[k] < 1.0 for k in ("psds1", "psds2", "collar_f1", "segment_f1"))  # non-trivial
+    assert not {"psds1_alpha_st0", "psds2_alpha_st0"} & set(out)  # diagnostics only on request
+
+    diagnostic = _sed(load, scores, events_per_clip, metrics=("psds1", "psds1_alpha_st0", "psds2_alpha_st0"))
+    for name, (threshold, cttc, alpha_ct) in {"psds1": (0.7, None, 0), "psds2": (0.1, 0.3, 0.5)}.items():
+        expected = sed_scores_eval.intersection_based.psds(
+            scores=score_dfs, ground_truth=gt, audio_durations=durations, dtc_threshold=threshold,
+            gtc_threshold=threshold, cttc_threshold=cttc, alpha_ct=alpha_ct, alpha_st=0, max_efpr=100,
+        )[0]  # fmt: skip
+        assert diagnostic[f"{name}_alpha_st0"] == expected
+    # Without the penalty on the spread of the per-class TPRs the value can only rise (the dog event that never
+    # stands out makes the two classes' TPRs differ).
+    assert diagnostic["psds1_alpha_st0"] > diagnostic["psds1"] == psds1
 
 
 @NEEDS_SED

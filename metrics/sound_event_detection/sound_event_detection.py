@@ -61,9 +61,16 @@ PSDS_SCENARIOS = {
         dtc_threshold=0.1, gtc_threshold=0.1, cttc_threshold=0.3, alpha_ct=0.5, alpha_st=1.0, max_efpr=100.0
     ),
 }
+# Diagnostics, never headlines: the same scenarios without the penalty on the across-class spread of the TPR
+# (alpha_st = 0). With few clips per class the per-class TPRs spread widely and PSDS1 is then 0 even where the
+# classes are detected on average; these show what that penalty hides.
+PSDS_SCENARIOS.update(
+    {f"{name}_alpha_st0": {**params, "alpha_st": 0.0} for name, params in list(PSDS_SCENARIOS.items())}
+)
 COLLAR_F1 = dict(onset_collar=0.2, offset_collar=0.2, offset_collar_rate=0.2, time_decimals=30)
 SEGMENT_F1 = dict(segment_length=1.0)
-ALL_METRICS = ("psds1", "psds2", "collar_f1", "segment_f1")
+ALL_METRICS = ("psds1", "psds2", "collar_f1", "segment_f1")  # the default set
+DIAGNOSTIC_METRICS = ("psds1_alpha_st0", "psds2_alpha_st0")  # on request only
 
 _DESCRIPTION = """\
 Threshold-free sound event detection metrics computed with sed_scores_eval (Ebbers et al., ICASSP 2022),
@@ -77,7 +84,9 @@ exactly as the official MGA-CLAP zero-shot SED evaluation (`zero_shot_sed.py`):
 - `psds2`: dtc = gtc = 0.1, cttc 0.3, alpha_ct 0.5, alpha_st 1, max_efpr 100;
 - `collar_f1`: `collar_based.best_fscore`, onset / offset collar 0.2 s, offset_collar_rate 0.2,
   time_decimals 30; macro average over classes of the best (oracle-threshold, optimistic) F1 per class;
-- `segment_f1`: `segment_based.best_fscore` with 1 s segments, macro average of the best F1 per class.
+- `segment_f1`: `segment_based.best_fscore` with 1 s segments, macro average of the best F1 per class;
+- on request only, diagnostics that are not the standard metrics: `psds1_alpha_st0` and `psds2_alpha_st0`, the same
+  scenarios with alpha_st 0 (no penalty on the across-class standard deviation of the TPR).
 
 With a single event class there are no cross triggers: PSDS2 is then computed with cttc None and alpha_ct 0
 (sed_scores_eval 0.0.4 fails on a cttc with one class). By default clips without any ground-truth event are
@@ -126,12 +135,14 @@ Options:
     event_classes (`list` of `str`, required): the class names of the score columns; every ground-truth
         label must be one of them.
     audio_ids (`list` of `str`, optional): clip names (default "clip_0", "clip_1", ...), aligned with the inputs.
-    metrics (`tuple` of `str`, optional): a subset of ("psds1", "psds2", "collar_f1", "segment_f1").
+    metrics (`tuple` of `str`, optional): a subset of ("psds1", "psds2", "collar_f1", "segment_f1") (the default:
+        all four), plus the diagnostics "psds1_alpha_st0" / "psds2_alpha_st0" on request.
     median_filter_frames (`int`, optional): median-filter length in frames, default 3 (official); 1 = none.
     drop_clips_without_events (`bool`, optional): default True (official).
     num_jobs (`int`, optional): processes used by sed_scores_eval, default 1.
 Returns:
-    `psds1`, `psds2`, `collar_f1`, `segment_f1` (floats, those requested; the F1s are macro averages), with
+    `psds1`, `psds2`, `collar_f1`, `segment_f1`, `psds1_alpha_st0`, `psds2_alpha_st0` (floats, those requested;
+        the F1s are macro averages), with
     the F1s also `collar_f1_micro` / `segment_f1_micro` (sed_scores_eval's micro average at the per-class best
     thresholds) and `collar_f1_per_class` / `segment_f1_per_class` (dict class -> best F1); `num_clips`.
 Examples:
@@ -192,12 +203,14 @@ def build_sed_inputs(
 
 
 def sed_metrics(scores, ground_truth, audio_durations, metrics=ALL_METRICS, num_jobs=1) -> dict:
-    unknown = set(metrics) - set(ALL_METRICS)
+    unknown = set(metrics) - set(ALL_METRICS) - set(DIAGNOSTIC_METRICS)
     if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; choose among {ALL_METRICS}")
+        raise ValueError(
+            f"unknown metrics {sorted(unknown)}; choose among {ALL_METRICS + DIAGNOSTIC_METRICS}"
+        )
     out = {}
     num_classes = len(next(iter(scores.values())).columns) - 2
-    for name in ("psds1", "psds2"):
+    for name in PSDS_SCENARIOS:
         if name in metrics:
             params = dict(PSDS_SCENARIOS[name])
             if num_classes == 1:

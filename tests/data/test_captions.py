@@ -56,6 +56,24 @@ def test_loader_standardises_columns_and_drops_empty_captions():
     assert strings["captions"] == [["a"], ["b"], ["c"]]
 
 
+def test_loader_joins_clotho_style_caption_columns_of_a_saved_set(tmp_path):
+    """The Hub's Clotho keeps five captions in `caption_1` ... `caption_5`: a clip's captions are all of them."""
+    audio = [{"bytes": wav_bytes(1), "path": f"{i}.wav"} for i in range(3)]
+    columns = {f"caption_{k}": [f"clip {i} caption {k}" for i in range(3)] for k in range(1, 6)}
+    columns["caption_3"][1] = " "  # an empty caption is dropped, the clip keeps its four others
+    columns["caption_2"][2] = "clip 2 caption 1"  # a repeated caption stays repeated, as in a list column
+    Dataset.from_dict({"audio": audio, **columns}).cast_column("audio", Audio()).save_to_disk(
+        tmp_path / "clotho"
+    )
+    loaded = load_audio_caption_dataset([str(tmp_path / "clotho")], caption_column=list(columns))
+    assert loaded.column_names == ["audio", "captions"]
+    assert loaded["captions"][0] == [f"clip 0 caption {k}" for k in range(1, 6)]
+    assert loaded["captions"][1] == [f"clip 1 caption {k}" for k in (1, 2, 4, 5)]
+    assert loaded["captions"][2][:2] == ["clip 2 caption 1", "clip 2 caption 1"]
+    with pytest.raises(ValueError, match="no column 'caption_6'"):
+        load_audio_caption_dataset([str(tmp_path / "clotho")], caption_column=[*columns, "caption_6"])
+
+
 def test_loader_names_a_missing_column():
     audio = [{"bytes": wav_bytes(1), "path": "a.wav"}]
     with pytest.raises(ValueError, match=r"no column 'caption'.*\['audio', 'text'\]"):

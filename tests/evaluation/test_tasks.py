@@ -94,6 +94,35 @@ def test_command_line(saved_model, tmp_path):
     assert unknown.returncode == 2 and "invalid choice: 'captioning'" in unknown.stderr
 
 
+def test_retrieval_over_several_caption_columns_equals_one_list_column(saved_model, tmp_path):
+    """A Clotho-shaped saved set (`caption_1`, `caption_2`) scores as the same captions in one list column."""
+    _, model, processor = saved_model
+    dataset = synthetic_dataset("retrieval", num_clips=4, seed=1)
+    first, second = (
+        [row[0] for row in dataset["captions"]],
+        [row[-1] + " again" for row in dataset["captions"]],
+    )
+    listed = dataset.remove_columns("captions").add_column(
+        "captions", [[a, b] for a, b in zip(first, second, strict=True)]
+    )
+    split = dataset.remove_columns("captions").add_column("caption_1", first).add_column("caption_2", second)
+    split.save_to_disk(tmp_path / "clotho")
+    columns = {**tasks.DEFAULT_COLUMNS, "caption": ["caption_1", "caption_2"]}
+    from_columns = evaluate_task(
+        model,
+        processor,
+        datasets.load_from_disk(tmp_path / "clotho"),
+        "retrieval",
+        columns=columns,
+        batch_size=4,
+    )
+    from_list = evaluate_task(model, processor, listed, "retrieval", batch_size=4)
+    assert from_columns["details"]["num_captions"] == 8
+    assert from_columns["metrics"] == from_list["metrics"]
+    with pytest.raises(ValueError, match="caption column 'caption_3'"):
+        evaluate_task(model, processor, split, "retrieval", columns={**columns, "caption": ["caption_3"]})
+
+
 def test_retrieval_matches_embeddings_and_hand_computed_recall(saved_model):
     _, model, processor = saved_model
     dataset = synthetic_dataset("retrieval", num_clips=5, seed=1)

@@ -26,6 +26,7 @@ from transformers.dynamic_module_utils import check_imports, get_imports
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapModel, MGAClapProcessor, detect_sound_events
 from transformers_mgaclap.hub import custom_pipelines_entry, save_for_hub
+from transformers_mgaclap.hub.model_card import create_model_card, eval_dataset
 from transformers_mgaclap.pipeline_mgaclap import TASK
 
 from conftest import TINY_AUDIO, tiny_model
@@ -135,6 +136,60 @@ def test_published_code_passes_transformers_import_check(published, tmp_path):
         assert not package_imports, module.name
     # The endpoint entry point (handler.py) imports only transformers and loads the rest from the repository.
     assert set(get_imports(tmp_path / "repo" / "handler.py")) <= {"os", "transformers"}
+
+
+# What `examples/pretrain.py` tells the card about its run.
+TRAINING = dict(
+    text_model="t", audio_model="a", learning_rate=1e-4, weight_decay=0.0, lr_scheduler_type="cosine",
+    num_warmup_steps=0, batch_size=2, num_processes=1, gradient_accumulation_steps=1, global_step=4,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "sources, expected",
+    [
+        (None, ("transformers_mgaclap.data.soundscapes", "synthetic soundscapes")),
+        (["user/clotho"], ("user/clotho", "user/clotho")),
+        (["user/audiocaps", "user/clotho"], ("user/audiocaps + user/clotho", "user/audiocaps + user/clotho")),
+    ],
+)
+def test_model_index_names_the_evaluation_data(sources, expected):
+    config = tiny_model().config
+    card = create_model_card(
+        repo_id="me/model", config=config, training=TRAINING, datasets=sources or ["synthetic"], metrics={"t2a_R@1": 0.25},
+        evaluated_on=eval_dataset(sources, "test"),
+    )  # fmt: skip
+    (result,) = card.data.eval_results
+    assert result.dataset_type == expected[0] and result.dataset_name.startswith(expected[1])
+    assert result.dataset_split == "test" and result.metric_value == 0.25
+    with pytest.raises(ValueError, match="need `evaluated_on`"):
+        create_model_card(
+            repo_id="me/model", config=config, training=TRAINING, datasets=["x"], metrics={"t2a_R@1": 0.25}
+        )
+
+
+def test_a_local_dataset_folder_is_named_by_its_base_name(tmp_path):
+    (tmp_path / "my_clotho").mkdir()
+    assert eval_dataset([str(tmp_path / "my_clotho")]).type == "my_clotho"
+
+
+def test_card_pictures_are_published_with_the_card(tmp_path, tiny_text_model_dir):
+    model = tiny_model()
+    processor = MGAClapProcessor(
+        MGAClapFeatureExtractor(), AutoTokenizer.from_pretrained(tiny_text_model_dir)
+    )
+    card = create_model_card(
+        repo_id="me/model", config=model.config, training=TRAINING, datasets=["x"], figure="frames.png"
+    )
+    with pytest.raises(ValueError, match=r"shows \['frames.png'\]"):
+        save_for_hub(model, processor, tmp_path / "missing", repo_id="me/model", card=card)
+    assert not (tmp_path / "missing").exists()  # refused before anything was written
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(b"\x89PNG fake")
+    written = save_for_hub(model, processor, tmp_path / "repo", repo_id="me/model", card=card,
+                           files={"frames.png": picture})  # fmt: skip
+    assert "frames.png" in written and (tmp_path / "repo" / "frames.png").read_bytes() == picture.read_bytes()
+    assert "![" in (tmp_path / "repo" / "README.md").read_text()
 
 
 def test_official_card_metadata():

@@ -20,8 +20,9 @@ import torch
 from huggingface_hub import ModelCard
 from transformers import AutoModel, AutoProcessor
 
+from transformers_mgaclap.hub.model_card import SYNTHETIC_SOUNDSCAPES, SYNTHETIC_SOUNDSCAPES_TYPE
 from transformers_mgaclap.training.checkpointing import checkpoint_problem
-from transformers_mgaclap.training.pretraining import PretrainingArguments, pretrain
+from transformers_mgaclap.training.pretraining import CARD_FIGURE, PretrainingArguments, pretrain
 from transformers_mgaclap.utils.cli import DataclassArgumentParser
 
 from conftest import EXAMPLES, TINY_AUDIO, reset_accelerate
@@ -94,6 +95,13 @@ def test_smoke_run_produces_a_loadable_folder(tmp_path, tiny_text_model_dir):
     assert card.data.library_name == "transformers"
     assert card.data.pipeline_tag == "zero-shot-audio-classification"
     assert "trust_remote_code=True" in card.text
+    # The model-index names the data its metrics come from: the synthetic soundscapes, not a split name.
+    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in card.data.eval_results} == {
+        (SYNTHETIC_SOUNDSCAPES_TYPE, SYNTHETIC_SOUNDSCAPES, "validation")
+    }
+    # ... and the card shows the frame similarity of a held-out clip, published next to it.
+    assert f"]({CARD_FIGURE})" in card.text
+    assert (out / CARD_FIGURE).read_bytes().startswith(b"\x89PNG")
 
 
 def test_real_data_path_with_duration_buckets(tmp_path, tiny_text_model_dir):

@@ -40,6 +40,12 @@ def _as_caption_list(value) -> list[str]:
     return [c for c in captions if isinstance(c, str) and c.strip()]
 
 
+def _row_captions(row: dict, columns: Sequence[str]) -> list[str]:
+    """The non-empty captions of a row's caption columns, in column order: several string columns give the list one
+    list column would hold (a caption repeated stays repeated, as in a list)."""
+    return [caption for column in columns for caption in _as_caption_list(row[column])]
+
+
 TEXT_AUGMENT_SELECTIONS = ("none", "all", "augment_only")
 
 
@@ -67,7 +73,7 @@ def load_audio_caption_dataset(
     split: str = "train",
     config_name: str | None = None,
     audio_column: str = "audio",
-    caption_column: str = "caption",
+    caption_column: str | Sequence[str] = "caption",
     streaming: bool = False,
     probabilities: Sequence[float] | None = None,
     seed: int = 0,
@@ -80,7 +86,9 @@ def load_audio_caption_dataset(
     Each source is a Hub id, a local `save_to_disk` folder, an `audiofolder` directory or a `datasets.Dataset`
     already in memory. The result has two
     columns: `audio` (undecoded: `{"bytes", "path"}`) and `captions` (a non-empty list of strings; a string column
-    becomes a one-element list, Clotho-style lists are kept). Rows without any non-empty caption are dropped.
+    becomes a one-element list, Clotho-style lists are kept). With several caption columns (the Hub's Clotho:
+    `caption_1` ... `caption_5`), a row's captions are those of all of them, in column order. Rows without any
+    non-empty caption are dropped.
     Several sources are concatenated, or interleaved with `probabilities`. With `duration_column`, that column is
     kept as `duration` (seconds), for [`DurationBucketBatchSampler`]. `text_augment_selection` (`"none"`, `"all"`,
     `"augment_only"`) mixes in the keyword-to-caption captions of `augmented_caption_column`, see
@@ -95,11 +103,12 @@ def load_audio_caption_dataset(
         raise ValueError(
             f"`text_augment_selection` must be one of {TEXT_AUGMENT_SELECTIONS}, got {text_augment_selection!r}."
         )
+    caption_columns = [caption_column] if isinstance(caption_column, str) else list(caption_column)
     parts = []
     for name in names:
         dataset = load_dataset_source(name, split, config_name, streaming)
         columns = list(dataset.column_names or dataset.features or [])
-        kept = [audio_column, caption_column] + ([duration_column] if duration_column else [])
+        kept = [audio_column, *caption_columns] + ([duration_column] if duration_column else [])
         if text_augment_selection != "none":
             kept.append(augmented_caption_column)
         for column in kept:
@@ -109,16 +118,15 @@ def load_audio_caption_dataset(
                 )
         dataset = dataset.select_columns(kept)
         dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
-        if text_augment_selection == "none":
-            dataset = dataset.map(lambda row: {CAPTIONS: _as_caption_list(row[caption_column])})
-        else:
-            dataset = dataset.map(
-                lambda row: {
-                    CAPTIONS: select_captions(
-                        row[caption_column], row[augmented_caption_column], text_augment_selection
-                    )
-                }
-            )
+        dataset = dataset.map(
+            lambda row: {
+                CAPTIONS: select_captions(
+                    _row_captions(row, caption_columns),
+                    row[augmented_caption_column] if text_augment_selection != "none" else None,
+                    text_augment_selection,
+                )
+            }
+        )
         dataset = dataset.filter(lambda row: len(row[CAPTIONS]) > 0)
         if audio_column != AUDIO:
             dataset = dataset.rename_column(audio_column, AUDIO)

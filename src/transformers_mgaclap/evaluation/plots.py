@@ -4,6 +4,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.labels import label_text
+from ..data.sources import load_waveforms
+from ..embedding import embed_text
+from .frames import frame_scores
+from .synthetic import synthetic_dataset
+
 
 def plot_frame_similarity(
     path: str | Path, scores, boundaries, queries, reference_events, title: str
@@ -47,4 +53,31 @@ def plot_frame_similarity(
     plt.close(figure)
 
 
-__all__ = ["plot_frame_similarity"]
+def plot_held_out_clip(
+    model, processor, path: str | Path, *, seed: int = 1234, num_candidates: int = 8, model_name: str = ""
+) -> dict:
+    """Save the frame-similarity PNG of a held-out synthetic clip: the picture of model cards and of the README.
+
+    The clip is the one with the most sound classes among the first `num_candidates` clips of the soundscape
+    generator's "test" stream (never trained on; the evaluation's held-out sets with the same `seed` start with the
+    same clips). Each class present is a query prompted as the SED task prompts it (the bare label, lower-cased).
+    `model_name` starts the title. The caller puts `model` in eval mode.
+
+    Returns:
+        `dict`: the clip's `clip_id` and reference `events`.
+    """
+    dataset = synthetic_dataset("sed", num_clips=num_candidates, seed=seed)
+    events = dataset["events"]
+    index = max(range(len(events)), key=lambda i: len({e["event_label"] for e in events[i]}))
+    clip = dataset.select([index])
+    classes = sorted({e["event_label"] for e in events[index]})
+    text = embed_text(model, processor, [label_text(c).lower() for c in classes]).text_embeds
+    waveform = load_waveforms(clip, "audio", processor.feature_extractor.sampling_rate)[0]
+    scores, boundaries = frame_scores(model, processor, waveform, text)
+    clip_id = clip["clip_id"][0]
+    title = ", ".join(filter(None, [model_name, "held-out synthetic clip"]))  # the id is returned, not shown
+    plot_frame_similarity(path, scores, boundaries, classes, events[index], title)
+    return {"clip_id": clip_id, "events": events[index]}
+
+
+__all__ = ["plot_frame_similarity", "plot_held_out_clip"]

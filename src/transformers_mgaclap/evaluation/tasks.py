@@ -49,7 +49,7 @@ METRIC_MODULES = {
 PLOTTING_TASKS = ("sed", "grounding")
 DEFAULT_COLUMNS = {
     "audio": "audio",
-    "caption": None,  # retrieval: "captions" if present, else "caption"
+    "caption": None,  # retrieval, one column or a list: "captions" if present, else "caption"
     "label": "label",
     "labels": "labels",
     "events": "events",
@@ -108,16 +108,25 @@ def text_embeddings(
     return embed_text(model, processor, texts, batch_size=batch_size, progress=progress).text_embeds.cpu()
 
 
+def _caption_columns(dataset, columns: dict) -> list[str]:
+    """The retrieval task's caption columns: one name or several (the Hub's Clotho: `caption_1` ... `caption_5`)."""
+    names = columns["caption"] or ("captions" if "captions" in dataset.column_names else "caption")
+    return [
+        _column(dataset, name, "retrieval", "caption")
+        for name in ([names] if isinstance(names, str) else names)
+    ]
+
+
 def evaluate_retrieval(model, processor, dataset, columns: dict, batch_size: int, progress: bool) -> dict:
-    caption_column = columns["caption"] or ("captions" if "captions" in dataset.column_names else "caption")
-    caption_column = _column(dataset, caption_column, "retrieval", "caption")
+    caption_columns = _caption_columns(dataset, columns)
     captions, owners = [], []
-    for index, value in enumerate(dataset[caption_column]):
-        for caption in [value] if isinstance(value, str) else list(value):
-            if not str(caption).strip():
-                raise ValueError(f"Example {index} has an empty caption.")
-            captions.append(caption)
-            owners.append(index)
+    for index, row in enumerate(dataset.select_columns(caption_columns)):
+        for value in row.values():
+            for caption in [value] if isinstance(value, str) else list(value):
+                if not str(caption).strip():
+                    raise ValueError(f"Example {index} has an empty caption.")
+                captions.append(caption)
+                owners.append(index)
     audio = clip_embeddings(model, processor, dataset, columns["audio"], batch_size, progress)
     text = text_embeddings(model, processor, captions, batch_size, progress)
     metrics = retrieval_metrics((text.double() @ audio.double().t()).numpy(), owners)

@@ -9,7 +9,8 @@ A published folder holds:
   model=repo_id, trust_remote_code=True)` works where the package is not installed;
 - `handler.py` and `requirements.txt` for Inference Endpoints (the handler's code, `endpoint_handler.py`, is copied
   as remote code too);
-- `README.md`, the model card.
+- `README.md`, the model card, and the files it shows (`files`: e.g. the frame-similarity picture that
+  `examples/pretrain.py` makes for a model trained on the synthetic soundscapes).
 
 ```python
 >>> from transformers_mgaclap.hub import push_model_to_hub
@@ -17,8 +18,10 @@ A published folder holds:
 ```
 """
 
+import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,8 @@ ENDPOINT_ENTRY = Path(__file__).with_name("endpoint_entry.py")
 # What an Inference Endpoint installs on top of its image's torch and transformers: soundfile decodes audio files
 # when torchcodec (and FFmpeg) is not there.
 ENDPOINT_REQUIREMENTS = "transformers>=5.23,<6\nsoundfile>=0.12\n"
+# Markdown images `![alt](target)`: the target up to the first space or closing parenthesis (a title may follow).
+CARD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)")
 
 DEFAULT_CARD_TEMPLATE = """---
 {{ card_data }}
@@ -108,8 +113,28 @@ def _save_model_with_pipeline(model, folder: Path) -> None:
     custom_object_save(MGAClapZeroShotAudioEventDetectionPipeline, folder)  # + the flat modules it imports
 
 
+def _copy_files(files: Mapping[str, str | Path], folder: Path) -> None:
+    """Copy `{name in folder: source}` into `folder`; a source already at its place stays as it is."""
+    for name, source in files.items():
+        target = folder / name
+        if Path(source).resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+
+def _local_images(card_text: str) -> list[str]:
+    """The images a card shows by a path inside its repository (not by a URL)."""
+    return [t for t in CARD_IMAGE.findall(card_text) if "://" not in t and not t.startswith("data:")]
+
+
 def save_for_hub(
-    model, processor, save_directory: str | Path, *, repo_id: str, card: ModelCard | None = None
+    model,
+    processor,
+    save_directory: str | Path,
+    *,
+    repo_id: str,
+    card: ModelCard | None = None,
+    files: Mapping[str, str | Path] | None = None,
 ) -> list[str]:
     """Write everything a published MGA-CLAP repository holds (see the module docstring) into `save_directory`.
 
@@ -120,18 +145,30 @@ def save_for_hub(
         repo_id (`str`): where the model will live; used by the default card's usage snippet.
         card ([`~huggingface_hub.ModelCard`], *optional*): written as `README.md`; missing `library_name` /
             `pipeline_tag` are filled in. Defaults to [`default_model_card`].
+        files (`Mapping[str, str | Path]`, *optional*): more files to publish, `{path in the folder: source file}`,
+            e.g. the pictures the card shows.
 
     Returns:
         `list[str]`: the files of `save_directory`, relative to it, sorted.
+
+    Raises:
+        ValueError: the card shows a picture by a relative path that is not in the folder (it would be a broken
+            image on the Hub).
     """
     folder = Path(save_directory)
+    files = dict(files or {})
+    card = card if card is not None else default_model_card(repo_id)
+    # Checked before anything is written: a picture missing here would be a broken image on the Hub.
+    missing = [t for t in _local_images(card.text) if t not in files and not (folder / t).is_file()]
+    if missing:
+        raise ValueError(f"The model card shows {missing}, which are not in {folder}: pass them in `files`.")
     folder.mkdir(parents=True, exist_ok=True)
     _save_model_with_pipeline(model, folder)
     processor.save_pretrained(folder)
     custom_object_save(MGAClapEndpointHandler, folder)  # endpoint_handler.py + the flat modules it imports
     shutil.copyfile(ENDPOINT_ENTRY, folder / "handler.py")
     (folder / "requirements.txt").write_text(ENDPOINT_REQUIREMENTS)
-    card = card if card is not None else default_model_card(repo_id)
+    _copy_files(files, folder)
     if getattr(card.data, "library_name", None) is None:
         card.data.library_name = "transformers"
     if getattr(card.data, "pipeline_tag", None) is None:
@@ -146,6 +183,7 @@ def push_model_to_hub(
     repo_id: str,
     *,
     card: ModelCard | None = None,
+    files: Mapping[str, str | Path] | None = None,
     token: str | None = None,
     private: bool | None = None,
     commit_message: str = "Upload MGA-CLAP model, processor, code, model card and endpoint handler",
@@ -162,6 +200,7 @@ def push_model_to_hub(
         repo_id (`str`): `"user/name"` or `"org/name"`.
         card ([`~huggingface_hub.ModelCard`], *optional*): the card, e.g. from
             [`~transformers_mgaclap.hub.model_card.create_model_card`]; a short default card otherwise.
+        files (`Mapping[str, str | Path]`, *optional*): more files to upload, as in [`save_for_hub`].
         token (`str`, *optional*): a write token.
         private (`bool`, *optional*): visibility of a newly created repository.
         commit_message (`str`, *optional*): the commit title.
@@ -173,7 +212,7 @@ def push_model_to_hub(
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     with tempfile.TemporaryDirectory() as tmp:
-        save_for_hub(model, processor, tmp, repo_id=repo_id, card=card)
+        save_for_hub(model, processor, tmp, repo_id=repo_id, card=card, files=files)
         return api.upload_folder(
             repo_id=repo_id,
             folder_path=tmp,
@@ -183,4 +222,9 @@ def push_model_to_hub(
         )
 
 
-__all__ = ["custom_pipelines_entry", "default_model_card", "push_model_to_hub", "save_for_hub"]
+__all__ = [
+    "custom_pipelines_entry",
+    "default_model_card",
+    "push_model_to_hub",
+    "save_for_hub",
+]

