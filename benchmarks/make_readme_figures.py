@@ -2,10 +2,10 @@
 
 - `frame_similarity.png`: the frame-by-text cosine of the embedded default model (`accelerate launch
   examples/pretrain.py`) on a held-out synthetic clip, the reference events shaded: the picture its model card shows.
-- `frame_similarity_vanilla.png`: the same clip through the vanilla CLAP variant of the ablations, when
-  `--ablations_dir` holds one: what the codebook and the locality-aware block change.
-- `ablations.png`: the table of `benchmarks/reproduce_ablations.py` (its `ablations.json`) as bars, one panel per
-  metric.
+- `frame_similarity_vanilla.png`: the same clip through the vanilla CLAP variant of the ablations (its first seed),
+  when `--ablations_dir` holds one: what the codebook and the locality-aware block change.
+- `ablations.png`: the table of `benchmarks/reproduce_ablations.py` (its `ablations.json`) as bars with their 95 %
+  intervals over seeds, one panel per metric.
 
 Run:  python benchmarks/make_readme_figures.py          (after the README's training command and the ablations)
 Outputs: `--output_dir` (default docs/figures), PNGs that the README shows and git keeps.
@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ablations_dir",
         default="outputs/ablations",
-        help="The output folder of benchmarks/reproduce_ablations.py (ablations.json, and the vanilla variant).",
+        help="The output folder of benchmarks/reproduce_ablations.py (ablations.json, and the vanilla variant's "
+        "first seed).",
     )
     parser.add_argument("--output_dir", default=str(ROOT / "docs" / "figures"), help="Where the PNGs go.")
     parser.add_argument("--seed", type=int, default=1234, help="Seed of the held-out synthetic stream.")
@@ -53,21 +54,24 @@ def plot_ablations(path: Path, rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     titles = [row["title"] for row in rows][::-1]  # barh draws bottom-up; keep the table's top row on top
+    seeds = len(rows[0]["runs"])
     figure, axes = plt.subplots(
         1, len(PANELS), figsize=(3.0 * len(PANELS), 0.45 * len(rows) + 1.2), sharey=True
     )
     for axis, (key, title) in zip(axes, PANELS, strict=True):
-        values = [row["scores"][key] for row in rows][::-1]
+        values = [row["scores"][key]["mean"] for row in rows][::-1]
+        errors = [row["scores"][key]["ci95"] if seeds > 1 else 0.0 for row in rows][::-1]
         colors = ["tab:gray" if t == "vanilla CLAP" else "tab:blue" for t in titles]
-        axis.barh(titles, values, color=colors)
+        axis.barh(titles, values, xerr=errors, color=colors, error_kw={"capsize": 3})
         for y, value in enumerate(values):
             axis.text(
                 value, y, f" {value:.1f}" if key == "retrieval" else f" {value:.2f}", va="center", fontsize=7
             )
         axis.set_title(title, fontsize=9)
-        axis.set_xlim(0, 1.25 * max(values))
+        axis.set_xlim(0, 1.3 * max(v + e for v, e in zip(values, errors, strict=True)))
         axis.tick_params(labelsize=8)
-    figure.suptitle("Ablations in miniature (benchmarks/reproduce_ablations.py, one seed)", fontsize=10)
+    spread = f"mean of {seeds} seeds, bars: 95 % interval" if seeds > 1 else "one seed"
+    figure.suptitle(f"Ablations in miniature (benchmarks/reproduce_ablations.py, {spread})", fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
@@ -98,10 +102,12 @@ def main(argv: list[str] | None = None) -> None:
             )
     clip = plot_model(Path(args.model_name_or_path), output / "frame_similarity.png", args.seed, "MGA-CLAP")
     written = ["frame_similarity.png"]
-    if (ablations / "vanilla" / "config.json").is_file():
-        plot_model(ablations / "vanilla", output / "frame_similarity_vanilla.png", args.seed, "vanilla CLAP")
+    results = json.loads((ablations / "ablations.json").read_text())
+    vanilla = ablations / "vanilla" / f"seed_{results['seeds'][0]}"
+    if (vanilla / "config.json").is_file():
+        plot_model(vanilla, output / "frame_similarity_vanilla.png", args.seed, "vanilla CLAP")
         written.append("frame_similarity_vanilla.png")
-    plot_ablations(output / "ablations.png", json.loads((ablations / "ablations.json").read_text()))
+    plot_ablations(output / "ablations.png", results["variants"])
     written.append("ablations.png")
     print(f"Held-out clip {clip['clip_id']}; wrote {', '.join(written)} to {output}")
 

@@ -184,12 +184,13 @@ def test_sed_psds_equals_sed_scores_eval_on_the_models_scores(saved_model):
     """The script's PSDS1 = sed_scores_eval called directly on get_frame_text_similarity (median 3, bare labels)."""
     from scipy.ndimage import median_filter
 
-    sed_module = pytest.importorskip("sed_scores_eval")  # the eval extra is part of the test install
-    from sed_scores_eval.base_modules.scores import create_score_dataframe
-
     _, model, processor = saved_model
     dataset = synthetic_dataset("sed", num_clips=6, seed=5)
     script = evaluate_task(model, processor, dataset, "sed", batch_size=3)["metrics"]
+    # Imported after the metric module, which lets sed_scores_eval import where setuptools has no pkg_resources.
+    import sed_scores_eval as sed_module
+    from sed_scores_eval.base_modules.scores import create_score_dataframe
+
     classes = sorted({e["event_label"] for row in dataset["events"] for e in row})
     queries = tokenize(model, processor.tokenizer, classes)
     scores, truth, durations = {}, {}, {}
@@ -216,6 +217,16 @@ def test_sed_psds_equals_sed_scores_eval_on_the_models_scores(saved_model):
         max_efpr=100.0,
     )[0]
     assert script["psds1"] == pytest.approx(psds1, abs=1e-9)
+    assert "psds1_alpha_st0" not in script
+    diagnostics = evaluate_task(model, processor, dataset, "sed", batch_size=3, psds_diagnostics=True)[
+        "metrics"
+    ]
+    unpenalised = sed_module.intersection_based.psds(
+        scores=scores, ground_truth=truth, audio_durations=durations, dtc_threshold=0.7, gtc_threshold=0.7,
+        cttc_threshold=None, alpha_ct=0.0, alpha_st=0.0, max_efpr=100.0,
+    )[0]  # fmt: skip
+    assert diagnostics["psds1_alpha_st0"] == pytest.approx(unpenalised, abs=1e-9)
+    assert diagnostics["psds1"] == script["psds1"] and "psds2_alpha_st0" in diagnostics
 
 
 def test_grounding_scores_are_the_sigmoid_and_rows_expand_per_class(saved_model):

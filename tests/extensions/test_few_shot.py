@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor
+from transformers_mgaclap.evaluation.report import mean_confidence_interval
 from transformers_mgaclap.extensions.few_shot import (
     METHODS,
     AudioFeatures,
@@ -18,7 +19,6 @@ from transformers_mgaclap.extensions.few_shot import (
     FewShotConfig,
     episode_logits,
     fixed_class_splits,
-    mean_confidence_interval,
     multi_grained_contrastive_loss,
     multi_grained_logits,
     one_hot,

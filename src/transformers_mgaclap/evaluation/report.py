@@ -1,9 +1,22 @@
 """Result files of an evaluation run: `results.json` (metric -> value), `details.json` and `results.md`."""
 
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+
+def mean_confidence_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of the Student-t confidence interval of the mean."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean()), float(half)
 
 
 def scalar_metrics(metrics: dict) -> tuple[dict, dict]:
@@ -36,4 +49,4 @@ def write_results(output_dir: str | Path, task: str, results: dict, settings: di
     return scalars
 
 
-__all__ = ["markdown_report", "scalar_metrics", "write_results"]
+__all__ = ["markdown_report", "mean_confidence_interval", "scalar_metrics", "write_results"]

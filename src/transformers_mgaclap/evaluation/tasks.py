@@ -47,6 +47,8 @@ METRIC_MODULES = {
     "temporal": (),
 }
 PLOTTING_TASKS = ("sed", "grounding")
+SED_METRICS = ("psds1", "psds2", "collar_f1", "segment_f1")
+SED_DIAGNOSTICS = ("psds1_alpha_st0", "psds2_alpha_st0")  # the sound_event_detection module's, on request
 DEFAULT_COLUMNS = {
     "audio": "audio",
     "caption": None,  # retrieval, one column or a list: "captions" if present, else "caption"
@@ -184,6 +186,7 @@ def evaluate_sed(
     plots: int,
     out: Path,
     skip_invalid: bool,
+    psds_diagnostics: bool = False,
 ):
     events_column = _column(dataset, columns["events"], "sed", "events")
     metric = load_metric("sound_event_detection")  # before the embedding: a broken install fails at once
@@ -212,6 +215,7 @@ def evaluate_sed(
         timestamps=timestamps,
         durations=durations,
         event_classes=classes,
+        metrics=SED_METRICS + (SED_DIAGNOSTICS if psds_diagnostics else ()),
     )
     return {"metrics": metrics, "details": {"classes": classes, "validation": validated.summary()}}
 
@@ -290,6 +294,7 @@ def evaluate_task(
     plots_dir: str | Path = "plots",
     num_temporal_pairs: int = 100,
     skip_invalid_events: bool = False,
+    psds_diagnostics: bool = False,
     progress: bool = False,
 ) -> dict:
     """Run one task on a dataset; returns `{"metrics": {name: value, ...}, "details": {...}}`.
@@ -307,6 +312,8 @@ def evaluate_task(
         skip_invalid_events (`bool`): SED / grounding: leave out the rows with an invalid reference event or segment
             (counted in `details["validation"]`) instead of raising an
             [`~evaluation.validation.InvalidReferenceError`].
+        psds_diagnostics (`bool`): SED: also `psds1_alpha_st0` / `psds2_alpha_st0`, the PSDS scenarios without the
+            penalty on the across-class spread of the TPR: diagnostics next to the standard PSDS, never instead.
         progress (`bool`): progress bars (clips, texts, windows of long clips, temporal draws) on stderr.
 
     Raises:
@@ -329,7 +336,9 @@ def evaluate_task(
     if task == "tagging":
         return evaluate_tagging(*common, template)
     if task == "sed":
-        return evaluate_sed(*common, template, num_plots, Path(plots_dir), skip_invalid_events)
+        return evaluate_sed(
+            *common, template, num_plots, Path(plots_dir), skip_invalid_events, psds_diagnostics
+        )
     if task == "grounding":
         return evaluate_grounding(*common, template, num_plots, Path(plots_dir), skip_invalid_events)
     return evaluate_temporal_task(*common, num_temporal_pairs)

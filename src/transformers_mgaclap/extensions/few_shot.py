@@ -16,7 +16,6 @@ All logits are `(num_queries, num_classes)` over the episode's classes in [`Epis
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from torch import nn
 from transformers.utils.logging import tqdm
 
 from ..embedding import embed_audio, embed_text, logit_scale
+from ..evaluation.report import mean_confidence_interval
 
 # ---------------------------------------------------------------------------------------------------------------
 # Episodes
@@ -614,17 +614,6 @@ def episode_logits(
     raise ValueError(f"Unknown method {method!r}: use one of {METHODS}.")
 
 
-def mean_confidence_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of the Student-t confidence interval of the mean."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-    return float(values.mean()), float(half)
-
-
 @dataclass
 class FewShotResult:
     """Per-method accuracies of every episode, and their mean with the 95 % t-interval half-width."""
@@ -794,7 +783,6 @@ __all__ = [
     "fixed_class_splits",
     "logit_scale_value",
     "markdown_table",
-    "mean_confidence_interval",
     "multi_grained_contrastive_loss",
     "multi_grained_logits",
     "one_hot",
