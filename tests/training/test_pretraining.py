@@ -104,6 +104,14 @@ def test_smoke_run_produces_a_loadable_folder(tmp_path, tiny_text_model_dir):
     assert (out / CARD_FIGURE).read_bytes().startswith(b"\x89PNG")
 
 
+def test_validation_split_none_also_skips_the_synthetic_validation(tmp_path, tiny_text_model_dir):
+    out = tmp_path / "run"
+    args = tiny_args(out, tiny_text_model_dir, "--max_train_steps", "2", "--eval_steps", "1")
+    assert run_in_process(args + ["--validation_split", "none"]) == 0
+    assert json.loads((out / "training_history.json").read_text())["history"] == []
+    assert not ModelCard.load(out / "README.md").data.eval_results  # no metrics, no model-index
+
+
 def test_real_data_path_with_duration_buckets(tmp_path, tiny_text_model_dir):
     """A save_to_disk folder with a duration column, trained with --group_by_duration."""
     from datasets import concatenate_datasets

@@ -124,7 +124,8 @@ class PretrainingArguments:
     )
     train_split: str = field(default="train", metadata={"help": "Training split."})
     validation_split: str = field(
-        default="validation", metadata={"help": "Validation split; 'none' disables it."}
+        default="validation",
+        metadata={"help": "Validation split; 'none' disables validation (of the synthetic default too)."},
     )
     validation_dataset_name: list[str] | None = field(
         default=None, metadata={"help": "Sources of the validation split (default: --dataset_name)."}
@@ -403,6 +404,8 @@ def create_datasets(args: PretrainingArguments, progress: bool = False):
             progress=progress,
         )
         train = load_audio_caption_dataset([splits["train"]], caption_column="captions")
+        if args.validation_split.lower() == "none":
+            return train, None
         return train, _first(
             load_audio_caption_dataset([splits["validation"]], caption_column="captions"), args
         )
