@@ -5,7 +5,10 @@ Upload or record audio, type class names or a free-text phrase, and see
 - the clip-level zero-shot scores (softmax over the queries of the audio-text similarities);
 - the frame-level similarity curve of every query over time (10/32 s frames, recordings of any length are cut into
   overlapping 10 s windows), with the detected events shaded;
-- the detected events as a table (label, onset, offset, score).
+- the detected events as a table (label, onset, offset, score);
+- in the "Search" tab: a text search over the bundled example clips (every WAV beside this file), answered with a
+  table of moments (recording, onset, offset, score) and the frame curve of the best recording
+  (`transformers_mgaclap.search`; this tab needs `transformers-mgaclap[search]` installed).
 
 The model comes from `--model`, else the `MGACLAP_MODEL` environment variable, else `DEFAULT_MODEL`: a Hub repository
 id or a local folder written by `transformers_mgaclap.hub.save_for_hub` / `push_model_to_hub` (those carry the remote
@@ -19,6 +22,7 @@ MGACLAP_MODEL=path/or/hub-id python examples/space/app.py  # then open http://12
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,8 @@ EXAMPLE_SEED = 1
 EXAMPLE_SETTINGS = dict(sampling_rate=16000, duration=8.0, min_events_per_clip=2, max_events_per_clip=3)
 EXAMPLE_LABELS = "rumble, beep, wind, dog barking"
 EXAMPLE_CAPTION = "first a low rumble swells, and then an electronic beep sounds while the wind whooshes"
+SEARCH_EXAMPLE = "an electronic beep"
+SEARCH_TOP_K = 5
 
 
 def write_example_audio(path: str | Path = EXAMPLE_AUDIO) -> dict[str, Any]:
@@ -196,6 +202,62 @@ class MGAClapDemo:
         self.embed_text = remote_function(model_name_or_path, "embedding.embed_text")
         self.logit_scale = remote_function(model_name_or_path, "embedding.logit_scale")
         self.format_queries = remote_function(model_name_or_path, "processing_mgaclap.format_queries")
+        self.search_index = None  # built on the first search
+
+    def collection_index(self):
+        """The search index of the bundled clips (every WAV beside app.py), built once into a temporary folder."""
+        if self.search_index is None:
+            try:
+                import datasets
+
+                from transformers_mgaclap.search import build_index
+            except ImportError:
+                raise gr.Error(
+                    'The Search tab needs transformers-mgaclap: pip install "transformers-mgaclap[search]"'
+                ) from None
+            clips = datasets.Dataset.from_dict({"audio": sorted(str(path) for path in HERE.glob("*.wav"))})
+            folder = tempfile.mkdtemp(prefix="mgaclap-search-")
+            self.search_index = build_index(self.detector.model, self.detector, clips, folder)
+        return self.search_index
+
+    def search(self, text: str | None, top_k: float = SEARCH_TOP_K) -> tuple[list[list[Any]], Figure | None]:
+        """The best moments of the bundled clips for a text, and the frame curve of the best recording.
+
+        Returns:
+            `(rows, figure)`: one row `[recording, onset_s, offset_s, score, clip_score]` per moment, best first;
+            the curve of the best moment's recording with its moments shaded (`None` when nothing is found).
+
+        Raises:
+            `gr.Error`: an empty query, or the search module missing.
+        """
+        from transformers_mgaclap.search import embed_query, recording_curve, search_by_embedding
+
+        query = (text or "").strip()
+        if not query:
+            raise gr.Error("Type what to search for, e.g. 'a beep'.")
+        index = self.collection_index()
+        vector = embed_query(index, query)
+        moments = search_by_embedding(index, vector, k=int(top_k))
+        rows = [
+            [
+                m["recording"],
+                round(m["onset"], 3),
+                round(m["offset"], 3),
+                round(m["score"], 4),
+                round(m["clip_score"], 4),
+            ]
+            for m in moments
+        ]
+        if not moments:
+            return rows, None
+        best = moments[0]["index_row"]
+        boundaries, curve = recording_curve(index, best, vector)
+        shaded = [{**m, "label": query} for m in moments if m["index_row"] == best]
+        figure = similarity_figure(
+            curve[:, None], boundaries, np.ones(len(curve)), [query], shaded, moments[0]["threshold"]
+        )
+        figure.axes[0].set_title(f"{moments[0]['recording']}: frame-text cosine (shaded: the moments found)")
+        return rows, figure
 
     @torch.no_grad()
     def clip_scores(self, waveform: np.ndarray, rate: int, queries: list[str]) -> dict[str, float]:
@@ -321,6 +383,30 @@ def build_demo(model: str | MGAClapDemo) -> gr.Blocks:
                 elem_id="examples",
             )
         submit.click(demo_model.analyze, inputs=[audio, text, threshold], outputs=[scores, plot, events])
+        with gr.Tab("Search", elem_id="search-tab"):
+            gr.Markdown(
+                "Search the bundled example clips by text: the best moments (which recording, and when) and the "
+                "frame curve of the best recording. The clips are indexed on the first search."
+            )
+            with gr.Row():
+                search_text = gr.Textbox(
+                    label="Search for", placeholder=SEARCH_EXAMPLE, elem_id="search-input"
+                )
+                top_k = gr.Number(
+                    value=SEARCH_TOP_K, precision=0, minimum=1, label="Moments", elem_id="top-k"
+                )
+            search_button = gr.Button("Search", variant="primary", elem_id="search-button")
+            moments = gr.Dataframe(
+                headers=["recording", "onset (s)", "offset (s)", "score", "clip score"],
+                datatype=["str", "number", "number", "number", "number"],
+                label="Moments",
+                interactive=False,
+                elem_id="moments-output",
+            )
+            search_plot = gr.Plot(label="Best recording", format="png", elem_id="search-plot")
+            search_button.click(
+                demo_model.search, inputs=[search_text, top_k], outputs=[moments, search_plot]
+            )
     return demo
 
 

@@ -20,6 +20,7 @@ from .modeling_mgaclap import MGAClapModel, MGAClapPreTrainedModel, sparsemax
 from .pipeline_mgaclap import TASK, MGAClapZeroShotAudioEventDetectionPipeline
 from .processing_mgaclap import MGAClapProcessor, post_process_sound_event_detection
 from .sound_event_detection import detect_sound_events
+from .temporal_relations import ground_relations, parse_relation
 
 AutoConfig.register(MGAClapConfig.model_type, MGAClapConfig, exist_ok=True)
 AutoModel.register(MGAClapConfig, MGAClapModel, exist_ok=True)
@@ -47,8 +48,10 @@ __all__ = [
     "detect_sound_events",
     "embed_audio",
     "embed_text",
+    "ground_relations",
     "load_audio",
     "open_audio",
+    "parse_relation",
     "post_process_sound_event_detection",
     "sparsemax",
 ]

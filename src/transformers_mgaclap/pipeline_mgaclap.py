@@ -28,10 +28,11 @@ from .sound_event_detection import (
     check_detection_options,
     frame_similarity_of_source,
 )
+from .temporal_relations import parse_relations, relation_phrases, score_relations
 
 TASK = "zero-shot-audio-event-detection"
 
-_PREPROCESS_KEYS = ("candidate_labels", "hypothesis_template")
+_PREPROCESS_KEYS = ("candidate_labels", "hypothesis_template", "relations")
 _FORWARD_KEYS = ("window_seconds", "hop_seconds", "window_batch_size", "progress")
 _POSTPROCESS_KEYS = (
     "threshold",
@@ -99,10 +100,16 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
                 hop_seconds (`float`, *optional*, defaults to 5), window_batch_size (`int`, *optional*, defaults to
                 8): how long audio is cut and batched.
             progress (`bool`, *optional*, defaults to `False`): tqdm progress bar over the window batches.
+            relations (`str` or `list[str]`, *optional*): captions relating events, e.g. `"dog barking before car
+                horn"`, scored training-free from the same frame curves (`temporal_relations.parse_relation` gives
+                the grammar; a caption outside it is refused before any audio is read).
 
         Returns:
             `list[dict]` (a list of them for a list of inputs): events `{"label", "onset", "offset", "score"}`, in
-            seconds from the start of the audio (offsets at most its duration), sorted by onset.
+            seconds from the start of the audio (offsets at most its duration), sorted by onset. With `relations`:
+            `{"events": <those events>, "relations": [...]}`, one `temporal_relations.score_relation` result per
+            caption (`"caption"`, `"relation"`, `"events"`, `"score"` in [0, 1], and per consecutive pair of events
+            `"margins"` in seconds and `"co_activations"`).
 
         Raises:
             `ValueError`: the labels, template and options are checked as by `detect_sound_events` and the endpoint
@@ -119,20 +126,29 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
             **{key: kwargs[key] for key in _OPTION_KEYS if key in kwargs},
         )
         preprocess = {key: kwargs[key] for key in _PREPROCESS_KEYS if key in kwargs}
+        if preprocess.get("relations") is not None:
+            # Parsed at call time, as the options are checked: a caption outside the grammar is refused before any
+            # audio is read.
+            preprocess["relations"] = parse_relations(preprocess["relations"])
         forward = {key: kwargs[key] for key in _FORWARD_KEYS if key in kwargs}
         postprocess = {key: kwargs[key] for key in _POSTPROCESS_KEYS if key in kwargs}
         return preprocess, forward, postprocess
 
-    def preprocess(self, audio, candidate_labels=None, hypothesis_template="{}"):
+    def preprocess(self, audio, candidate_labels=None, hypothesis_template="{}", relations=None):
         if candidate_labels is None:
             raise ValueError("Pass `candidate_labels`: the class names or phrases to detect.")
         labels = check_labels(candidate_labels)
         _check_mono(audio)
+        # `relations` arrive parsed (`_sanitize_parameters`). Their phrases are grounded with the labels in one pass;
+        # a phrase that is also a label is embedded once.
+        phrases = labels + [p for p in relation_phrases(relations or []) if p not in labels]
         # The audio is only opened in `_forward`, window by window: a long file is never decoded whole.
         return {
             "audio": audio,
             "candidate_labels": labels,
-            "queries": format_queries(labels, hypothesis_template),
+            "relations": relations,
+            "phrases": phrases,
+            "queries": format_queries(phrases, hypothesis_template),
         }
 
     def _forward(
@@ -159,6 +175,8 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
             )
         return {
             "candidate_labels": model_inputs["candidate_labels"],
+            "relations": model_inputs["relations"],
+            "phrases": model_inputs["phrases"],
             "frame_similarity": stitched.frame_similarity,
             "frame_boundaries": stitched.frame_boundaries,
             "frame_mask": stitched.frame_mask,
@@ -174,10 +192,11 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
         min_duration_seconds=0.0,
         score_reduction="max",
     ):
-        return post_process_sound_event_detection(
-            model_outputs["frame_similarity"],
+        labels = model_outputs["candidate_labels"]
+        events = post_process_sound_event_detection(
+            model_outputs["frame_similarity"][:, : len(labels)],
             model_outputs["frame_boundaries"],
-            model_outputs["candidate_labels"],
+            labels,
             threshold=threshold,
             median_filter_frames=median_filter_frames,
             min_gap_seconds=min_gap_seconds,
@@ -186,6 +205,16 @@ class MGAClapZeroShotAudioEventDetectionPipeline(Pipeline):
             score_reduction=score_reduction,
             duration=model_outputs["duration"],
         )[0]
+        if model_outputs["relations"] is None:
+            return events
+        relations = score_relations(
+            model_outputs["relations"],
+            model_outputs["frame_similarity"],
+            model_outputs["frame_boundaries"],
+            model_outputs["phrases"],
+            model_outputs["frame_mask"],
+        )
+        return {"events": events, "relations": relations}
 
 
 __all__ = ["MGAClapZeroShotAudioEventDetectionPipeline", "TASK"]

@@ -17,13 +17,14 @@ modules.
 import copy
 import math
 import numbers
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from transformers.utils.logging import tqdm
 
 from .audio_input import AudioInput, AudioSource, open_audio
-from .embedding import embed_audio, embed_text
+from .embedding import AudioEmbeddings, embed_audio, embed_text
 from .processing_mgaclap import (
     DEFAULT_THRESHOLD,
     check_event_options,
@@ -205,6 +206,47 @@ class _WindowProcessor:
         self.feature_extractor = feature_extractor
 
 
+def embed_windows(
+    model,
+    source: AudioSource,
+    feature_extractor,
+    window_seconds: float | None = None,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_WINDOW_BATCH_SIZE,
+    progress: bool = False,
+) -> Iterator[tuple[torch.Tensor, AudioEmbeddings]]:
+    """Embed an open recording window by window: the one windowed path of event detection and search.
+
+    Windows of `window_seconds` every `hop_seconds` ([`window_starts`]) are read `batch_size` at a time, zero-padded
+    past the end (the padded frames are masked) and embedded with [`~embedding.embed_audio`].
+
+    Yields:
+        `(onsets, embeddings)` per batch: `onsets` (`torch.DoubleTensor` of shape `(windows,)`) the windows' starts
+        in seconds, `embeddings` ([`~embedding.AudioEmbeddings`] on the CPU) with `frame_embeds` of shape
+        `(windows, T, D)` and `frame_mask` of shape `(windows, T)`.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+    window_seconds, hop_seconds = check_windows(window_seconds, hop_seconds, feature_extractor.max_length_s)
+    processor = _WindowProcessor(_window_extractor(feature_extractor, window_seconds))
+    rate = source.sampling_rate
+    window_samples = int(round(window_seconds * rate))
+    starts = window_starts(source.num_samples, window_samples, int(round(hop_seconds * rate)))
+    # leave=None: the bar stays when it is the only one, and vanishes when it runs under a bar over clips.
+    bar = tqdm(total=len(starts), unit="windows", desc="MGA-CLAP windows", leave=None, disable=not progress)
+    for first in range(0, len(starts), batch_size):
+        batch_starts = starts[first : first + batch_size]
+        windows = [source.read(start, window_samples) for start in batch_starts]
+        # Zero padding: the masked tail of the last window must hold no copy of real audio.
+        audio = embed_audio(
+            model, processor, windows, sampling_rate=rate, padding_mode="zero", truncation_mode="start"
+        )
+        cpu = AudioEmbeddings(audio.clip_embeds.cpu(), audio.frame_embeds.cpu(), audio.frame_mask.cpu())
+        yield torch.tensor(batch_starts, dtype=torch.float64) / rate, cpu
+        bar.update(len(batch_starts))
+    bar.close()
+
+
 def frame_similarity_of_source(
     model,
     source: AudioSource,
@@ -219,33 +261,18 @@ def frame_similarity_of_source(
 
     See [`compute_long_audio_frame_similarity`] for the arguments.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
-    window_seconds, hop_seconds = check_windows(window_seconds, hop_seconds, feature_extractor.max_length_s)
-    extractor = _window_extractor(feature_extractor, window_seconds)
-    rate = source.sampling_rate
-    window_samples = int(round(window_seconds * rate))
-    starts = window_starts(source.num_samples, window_samples, int(round(hop_seconds * rate)))
-    processor = _WindowProcessor(extractor)
     text_embeds = text_embeds.float().cpu()
-    grid = None
-    # leave=None: the bar stays when it is the only one, and vanishes when it runs under a bar over clips.
-    bar = tqdm(total=len(starts), unit="windows", desc="MGA-CLAP windows", leave=None, disable=not progress)
-    for first in range(0, len(starts), batch_size):
-        batch_starts = starts[first : first + batch_size]
-        windows = [source.read(start, window_samples) for start in batch_starts]
-        # Zero padding: the masked tail of the last window must hold no copy of real audio.
-        audio = embed_audio(
-            model, processor, windows, sampling_rate=rate, padding_mode="zero", truncation_mode="start"
-        )
-        similarity = audio.frame_embeds.cpu() @ text_embeds.t()  # (b, T, N)
+    window_seconds, hop_seconds = check_windows(window_seconds, hop_seconds, feature_extractor.max_length_s)
+    grid, num_windows = None, 0
+    for onsets, audio in embed_windows(
+        model, source, feature_extractor, window_seconds, hop_seconds, batch_size, progress
+    ):
+        similarity = audio.frame_embeds @ text_embeds.t()  # (b, T, N)
         if grid is None:
             grid = FrameGrid(source.duration, window_seconds / similarity.shape[1], text_embeds.shape[0])
-        onsets = torch.tensor(batch_starts, dtype=torch.float64) / rate
-        grid.add(onsets, similarity, audio.frame_mask.cpu())
-        bar.update(len(batch_starts))
-    bar.close()
-    return grid.result(len(starts))
+        grid.add(onsets, similarity, audio.frame_mask)
+        num_windows += len(onsets)
+    return grid.result(num_windows)
 
 
 def compute_long_audio_frame_similarity(
@@ -377,6 +404,7 @@ __all__ = [
     "check_windows",
     "compute_long_audio_frame_similarity",
     "detect_sound_events",
+    "embed_windows",
     "frame_similarity_of_source",
     "window_starts",
 ]

@@ -47,7 +47,11 @@ def saved_model(tmp_path_factory):
         ("tagging", ["mAP"]),
         ("sed", ["psds1", "psds2", "collar_f1", "segment_f1"]),
         ("grounding", ["psds1", "psds2", "psdsm"]),
-        ("temporal", ["accuracy", "accuracy_before", "order_accuracy"]),
+        (
+            "temporal",
+            ["accuracy", "accuracy_before", "order_accuracy", "relation_accuracy", "frame_order_accuracy"]
+            + ["frame_relation_accuracy", "while_vs_then_accuracy", "frame_while_vs_then_accuracy"],
+        ),
     ],
 )
 def test_every_task_from_a_saved_dataset_folder(saved_model, tmp_path, task, expected):

@@ -210,6 +210,25 @@ def test_build_demo_wires_the_components(app, demo_model):
     elem_ids = {component.get("props", {}).get("elem_id") for component in config["components"]}
     assert {"audio-input", "labels-input", "threshold-input", "submit-button", "scores-output"} <= elem_ids
     assert {"similarity-plot", "events-output", "examples"} <= elem_ids
+    assert {
+        "search-tab",
+        "search-input",
+        "top-k",
+        "search-button",
+        "moments-output",
+        "search-plot",
+    } <= elem_ids
+
+
+def test_search_tab_finds_moments_in_the_bundled_clips(app, demo_model):
+    pytest.importorskip("datasets")
+    rows, figure = demo_model.search(app.SEARCH_EXAMPLE, 3)
+    assert 1 <= len(rows) <= 3 and {row[0] for row in rows} == {app.EXAMPLE_AUDIO.name}
+    assert all(0 <= row[1] < row[2] <= 8.0 + 1e-6 for row in rows)  # the example clip lasts 8 s
+    assert [row[3] for row in rows] == sorted((row[3] for row in rows), reverse=True)
+    assert app.EXAMPLE_AUDIO.name in figure.axes[0].get_title()
+    with pytest.raises(gr.Error, match="Type what to search for"):
+        demo_model.search("  ", 3)
 
 
 # -- the served app in a headless browser --------------------------------------------------------------------------
@@ -362,6 +381,20 @@ def test_served_app_runs_the_example_in_a_browser(app, served_app, monkeypatch):
         # The events table: its header and one row per query.
         wait.until(lambda d: all(query in text_of("#events-output") for query in queries))
         assert "onset (s)" in text_of("#events-output") and "offset (s)" in text_of("#events-output")
+        errors = driver.find_elements(By.CSS_SELECTOR, ".toast-body.error, .toast-wrap .error")
+        assert not errors, [error.text for error in errors]
+
+        # The Search tab: index the bundled clips on the first search, then a table of moments and a plot.
+        driver.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Search')]").click()
+        search_box = wait.until(
+            ec.element_to_be_clickable((By.CSS_SELECTOR, "#search-input textarea, #search-input input"))
+        )
+        search_box.send_keys(app.SEARCH_EXAMPLE)
+        driver.find_element(By.CSS_SELECTOR, "#search-button").click()
+        wait.until(lambda d: app.EXAMPLE_AUDIO.name in text_of("#moments-output"))
+        assert "onset (s)" in text_of("#moments-output") and "clip score" in text_of("#moments-output")
+        best = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#search-plot img")))
+        assert best.get_attribute("src").startswith("data:image/png;base64,")
         errors = driver.find_elements(By.CSS_SELECTOR, ".toast-body.error, .toast-wrap .error")
         assert not errors, [error.text for error in errors]
     except Exception:

@@ -243,3 +243,140 @@ def test_transformers_clap_models_work_with_the_global_embeddings(labelled_clips
     loss = temporal_batch_loss(model, processor, stage_b_group((a, "x", b, "y"), rng, CompositeLayout(48000)))
     loss.backward()
     assert torch.isfinite(loss) and model.logit_scale_a.grad is not None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The frame-grounded order term of the post-training (--order_loss_weight)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _tnce_as_before(model, processor, examples):
+    """The batch loss as `temporal_batch_loss` computed it before the order term existed: the TNCE alone."""
+    from transformers_mgaclap.embedding import embed_audio, embed_text, logit_scale
+
+    negatives_per_row = max(1, max(len(e.negatives) for e in examples))
+    audio = embed_audio(
+        model, processor, [e.audio for e in examples], batch_size=len(examples), with_grad=True
+    )
+    negative_captions = [
+        e.negatives[h][0] if h < len(e.negatives) else e.caption
+        for e in examples
+        for h in range(negatives_per_row)
+    ]
+    captions = [e.caption for e in examples] + negative_captions
+    texts = embed_text(model, processor, captions, batch_size=len(captions), with_grad=True).text_embeds
+    keys, negative_keys = key_ids(examples, negatives_per_row)
+    return temporal_contrastive_loss(
+        audio.clip_embeds, texts[: len(examples)], texts[len(examples) :].view(len(examples), negatives_per_row, -1),
+        keys, negative_keys, logit_scale(model),
+    )  # fmt: skip
+
+
+def test_order_loss_weight_zero_is_the_tnce_exactly_and_is_never_computed(tiny_processor, monkeypatch):
+    import transformers_mgaclap.extensions.temporal as temporal
+
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(32000).astype(np.float32) * 0.1 for _ in range(2))
+    layout = CompositeLayout(32000)
+    pair = (a, "x", b, "y")
+    examples = stage_a_group(pair, rng, layout, 0.0) + stage_b_group(pair, rng, layout)
+    expected = _tnce_as_before(model, tiny_processor, examples)
+    with_terms = temporal_batch_loss(
+        model, tiny_processor, examples, order_loss_weight=1.0, return_terms=True
+    )
+    alone = temporal_batch_loss(
+        model, tiny_processor, examples, order_loss_weight=2.0, contrastive_loss_weight=0.0
+    )
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the order term must not be computed at weight 0")
+
+    monkeypatch.setattr(temporal, "frame_order_loss", refuse)
+    default = temporal_batch_loss(model, tiny_processor, examples)
+    zero, terms = temporal_batch_loss(
+        model, tiny_processor, examples, order_loss_weight=0.0, return_terms=True
+    )
+    assert default.item() == zero.item() == expected.item() and terms == {"tnce": expected.item()}
+    # With a weight, the total is the TNCE plus the weighted term, both reported.
+    total, both = with_terms
+    assert both["tnce"] == expected.item() and both["order"] > 0
+    assert total.item() == pytest.approx(both["tnce"] + both["order"], rel=1e-6)
+    # The order term alone (--contrastive_loss_weight 0).
+    assert alone.item() == pytest.approx(2 * both["order"], rel=1e-6)
+
+
+def _order_margin_float64(first, second, lengths, edges):
+    """Independent float64 centre-of-mass order margin: centre each curve (frame-length weights), contrast, the
+    positive and negative parts as masses, positions of their centres of mass, second minus first."""
+    first, second, lengths = (np.asarray(x, dtype=np.float64) for x in (first, second, lengths))
+    weights = lengths / lengths.sum()
+    d = (first - (first * weights).sum()) - (second - (second * weights).sum())
+    centres = (edges[:-1] + edges[1:]) / 2
+    positions = []
+    for mass in (np.maximum(d, 0) * lengths, np.maximum(-d, 0) * lengths):
+        mass = mass if mass.sum() > 0 else lengths
+        positions.append((mass * centres).sum() / mass.sum())
+    return positions[1] - positions[0]
+
+
+def test_order_term_matches_a_float64_recomputation_and_rewards_the_heard_order(monkeypatch):
+    """Constructed frames whose cosines with two orthogonal phrase embeddings are chosen curves: the order term equals
+    an independent float64 computation, and it is low when the caption's order is the one the curves show."""
+    import types
+
+    import transformers_mgaclap.extensions.temporal as temporal
+
+    rate, frames_per_window = 100, 32  # a 10 s window of 32 frames, as MGA-CLAP
+    processor = types.SimpleNamespace(
+        feature_extractor=types.SimpleNamespace(sampling_rate=rate, max_length_s=10.0)
+    )
+    phrases = {"x": torch.tensor([1.0, 0.0]), "y": torch.tensor([0.0, 1.0])}
+    monkeypatch.setattr(
+        temporal,
+        "embed_text",
+        lambda model, processor, texts, **kwargs: types.SimpleNamespace(
+            text_embeds=torch.stack([phrases[t] for t in texts])
+        ),
+    )
+    rng = np.random.default_rng(0)
+    t = (np.arange(frames_per_window) + 0.5) * 10 / frames_per_window
+    bumps = np.stack([np.exp(-((t - 2.5) ** 2)), np.exp(-((t - 7.5) ** 2))], 1)
+    x_early = bumps + rng.normal(0, 0.05, (32, 2))
+    # Four composites: x then y (10 s, "before"), the same curves read as "y before x" (the wrong order), x then y in
+    # a shorter composite (8 s: the frames after its end weigh nothing, the one across it is cut), and an overlay
+    # (no order, left out).
+    clip = np.zeros(500, np.float32)
+    examples = [
+        build_temporal_example(clip, "x", clip, "y", "before", CompositeLayout(500)),
+        # "x after y": y heard first
+        build_temporal_example(clip, "x", clip, "y", "after", CompositeLayout(500)),
+        build_temporal_example(clip, "x", clip, "y", "before", CompositeLayout(400)),
+        build_temporal_example(clip, "x", clip, "y", "while", CompositeLayout(500)),
+    ]
+    assert [temporal.sequence_order(e) for e in examples] == [("x", "y"), ("y", "x"), ("x", "y"), None]
+    frames = torch.tensor(np.stack([x_early] * 4), dtype=torch.float32, requires_grad=True)
+    loss = temporal.frame_order_loss(None, processor, examples, frames, order_scale_seconds=0.5)
+
+    edges = np.arange(frames_per_window + 1) * 10 / frames_per_window
+    curves = frames.detach().double().numpy()
+    expected = []
+    for row, (first, second) in ((0, (0, 1)), (1, (1, 0)), (2, (0, 1))):
+        duration = len(examples[row].audio) / rate
+        lengths = np.clip(np.minimum(edges[1:], duration) - edges[:-1], 0, None)
+        margin = _order_margin_float64(curves[row, :, first], curves[row, :, second], lengths, edges)
+        expected.append(np.logaddexp(0, -margin / 0.5))  # softplus(-m / s) = -log sigmoid(m / s)
+    assert loss.item() == pytest.approx(np.mean(expected), rel=1e-5)
+    # The sign: the heard order (x early) has a positive margin and a small loss, the reversed caption a large one.
+    assert expected[0] < 0.01 and expected[2] < 0.05 and expected[1] > 5
+    singles = [
+        temporal.frame_order_loss(None, processor, [e], frames[i : i + 1]).item()
+        for i, e in enumerate(examples[:2])
+    ]
+    assert singles[0] < singles[1]
+    loss.backward()
+    # The overlay gets no gradient.
+    assert torch.isfinite(frames.grad).all() and frames.grad[3].abs().sum() == 0
+    assert temporal.frame_order_loss(None, processor, examples[3:], frames[3:]) is None
+    with pytest.raises(ValueError, match="no frame embeddings"):
+        temporal.frame_order_loss(None, processor, examples, None)

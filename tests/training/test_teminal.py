@@ -118,3 +118,27 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path, start)
 def test_command_line_rejects_negative_stages(tmp_path):
     result = run_example("post_train_temporal.py", "--stage_a_steps", "-1", cwd=tmp_path)
     assert result.returncode != 0 and "Stage step counts must be >= 0" in result.stderr
+
+
+def test_one_step_with_the_order_term_trains_and_logs_both_terms(tmp_path, start):
+    out = tmp_path / "post"
+    reset_accelerate()
+    args = start.arguments(out, stage_a_steps=0, stage_b_steps=1, order_loss_weight=2.0)
+    assert post_train_temporal(args) == 0
+    (entry,) = train_log(out)
+    assert entry["stage"] == "B" and np.isfinite(entry["order_loss"]) and entry["order_loss"] > 0
+    assert entry["loss"] == pytest.approx(entry["tnce_loss"] + 2.0 * entry["order_loss"], rel=1e-5)
+    changed = MGAClapModel.from_pretrained(out)
+    assert any(
+        not torch.equal(p, q) for p, q in zip(changed.parameters(), start.model.parameters(), strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("order_loss_weight", -1.0), ("order_loss_weight", float("nan")), ("contrastive_loss_weight", -1.0),
+     ("order_scale_seconds", 0.0)],
+)  # fmt: skip
+def test_loss_weights_are_checked(option, value):
+    with pytest.raises(ValueError, match=f"--{option} must be a finite number"):
+        TemporalPostTrainingArguments(**{option: value})

@@ -7,7 +7,7 @@
 | tagging | `audio` + `labels` (list) | "{}" | mAP over classes |
 | sed | `audio` + `events` (`{"event_label", "onset", "offset"}`, s) | "{}" | PSDS1, PSDS2, collar / segment F1 |
 | grounding | `audio` + `phrase` + `segments` (`[[onset, offset], ...]`) | the phrase | PSDS at 0.7 / 0.1 / 0.5 (PSDSm) |
-| temporal | `audio` + `label` (single-sound clips, ESC-50 style) | "a before b", ... | ZSTE accuracy per relation, order |
+| temporal | `audio` + `label` (single-sound clips, ESC-50 style) | "a before b", ... | ZSTE accuracy per relation, order; order / 3-way / while-vs-then by global cosine and by frame grounding |
 
 Labels are prompted as the official scripts do: `_` becomes a space (SED also lower-cases). Evaluation is
 deterministic: clips longer than 10 s are cut from the start for the clip-level tasks (the official retrieval loader

@@ -35,6 +35,15 @@ from transformers.utils.logging import tqdm
 from ..data.labels import class_indices, class_names_of, label_text
 from ..data.sources import load_waveforms
 from ..embedding import embed_audio, embed_text, logit_scale
+from ..evaluation.frames import frame_scores
+from ..temporal_relations import (
+    RelationCalibration,
+    fit_relation_calibration,
+    pair_statistics,
+    parse_relation,
+    score_relations,
+    soft_order_margin,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -49,6 +58,8 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 }
 # The relations ZSTE scores: the audio of "before" and "after" is the same (a then b), worded both ways.
 EVALUATION_RELATIONS = ("before", "after", "while", "single")
+# The two-event relations also scored 3-way (order, reversed order, simultaneous), by both paths.
+TWO_EVENT_RELATIONS = ("before", "after", "while")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -339,15 +350,111 @@ def key_ids(examples: Sequence[TemporalExample], max_negatives: int) -> tuple[to
     return keys, negative_keys
 
 
+def sequence_order(example: TemporalExample) -> tuple[str, str] | None:
+    """`(label heard first, label heard second)` of a two-clip composite in sequence (its slots start at different
+    samples: "before", "after", "and" in sequence), else `None` (overlay, single)."""
+    if len(example.segments) != 2 or example.segments[0][1] == example.segments[1][1]:
+        return None
+    first, second = sorted(example.segments, key=lambda segment: segment[1])
+    return first[0], second[0]
+
+
+def frame_order_loss(
+    model,
+    processor,
+    examples: Sequence[TemporalExample],
+    frame_embeds: torch.Tensor | None,
+    frame_mask: torch.Tensor | None = None,
+    order_scale_seconds: float = 0.5,
+) -> torch.Tensor | None:
+    """The order term of TeminAL post-training: a logistic loss that each sequence composite's asserted order wins
+    in its frame-grounded order margin.
+
+    For every example of [`sequence_order`] (label `a` heard first, `b` second), both labels are grounded with the
+    frame-text cosine (the bare label, as the SED path and [`evaluate_temporal`]'s frame path), and the
+    centre-of-mass margin `m = position(b) - position(a)` (seconds) of
+    [`~temporal_relations.soft_order_margin`] (the same computation as the training-free
+    [`~temporal_relations.pair_statistics`], kept differentiable) enters `softplus(-m / order_scale_seconds)`
+    (`-log P(a before b)` of the frame path's order probability). Mean over those examples.
+
+    Args:
+        examples (`Sequence[TemporalExample]`): the batch, in the order of `frame_embeds`.
+        frame_embeds (`torch.Tensor` of shape `(batch, frames, dim)`): the normalised frames of the batch's
+            composites (from the same forward pass as the clip embeddings); `None` for a model without frames.
+        frame_mask (`torch.Tensor` of shape `(batch, frames)`, *optional*): 1 on real frames.
+        order_scale_seconds (`float`): the logistic's scale (the frame path's `RelationCalibration` default, 0.5 s).
+
+    Returns:
+        A scalar tensor, or `None` when the batch holds no sequence composite (stage A with overlays only).
+
+    Raises:
+        `ValueError`: a model without frames (e.g. transformers' CLAP), or a scale <= 0.
+    """
+    if not order_scale_seconds > 0:
+        raise ValueError(f"`order_scale_seconds` must be > 0, got {order_scale_seconds!r}.")
+    if frame_embeds is None:
+        raise ValueError(
+            "The order loss grounds the events in the frames: this model returns no frame embeddings (MGA-CLAP does)."
+        )
+    ordered = [(row, order) for row, example in enumerate(examples) if (order := sequence_order(example))]
+    if not ordered:
+        return None
+    phrases = list(dict.fromkeys(label for _, order in ordered for label in order))
+    text = embed_text(
+        model, processor, phrases, batch_size=len(phrases), with_grad=True, return_word_embeds=False
+    ).text_embeds
+    rows = torch.tensor([row for row, _ in ordered], device=frame_embeds.device)
+    columns = torch.tensor(
+        [[phrases.index(label) for label in order] for _, order in ordered], device=frame_embeds.device
+    )
+    frames = frame_embeds[rows]  # (n, T, D)
+    curves = torch.einsum("ntd,nkd->ntk", frames, text.to(frames.dtype)[columns])  # (n, T, 2): first, second
+    boundaries, lengths = _composite_frame_lengths(
+        processor, [len(examples[row].audio) for row, _ in ordered], frames.shape[1], frames.device
+    )
+    if frame_mask is not None:
+        lengths = lengths * frame_mask[rows].to(lengths.dtype)
+    margins = soft_order_margin(curves[..., 0], curves[..., 1], boundaries, lengths)
+    return F.softplus(-margins / order_scale_seconds).mean().to(frames.dtype)
+
+
+def _composite_frame_lengths(
+    processor, num_samples: Sequence[int], num_frames: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame boundaries `(T + 1,)` in seconds and each clip's frame lengths `(n, T)`: the frames span the model's input
+    window (`max_length_s`), cut at each clip's end as [`~evaluation.frames.frame_scores`] cuts them (a shorter clip
+    is repeat-padded, a longer one cropped from its start)."""
+    extractor = processor.feature_extractor
+    step = extractor.max_length_s / num_frames
+    edges = torch.arange(num_frames + 1, dtype=torch.float64, device=device) * step
+    durations = torch.tensor(
+        [min(n / extractor.sampling_rate, extractor.max_length_s) for n in num_samples],
+        dtype=torch.float64,
+        device=device,
+    )
+    lengths = (torch.minimum(edges[None, 1:], durations[:, None]) - edges[None, :-1]).clamp(min=0)
+    return edges, lengths
+
+
 def temporal_batch_loss(
-    model, processor, examples: Sequence[TemporalExample], hard_negative_weight: float = 1.0
-) -> torch.Tensor:
-    """Embed a batch of composite examples (captions and hard-negative captions) and return its TNCE loss."""
+    model,
+    processor,
+    examples: Sequence[TemporalExample],
+    hard_negative_weight: float = 1.0,
+    order_loss_weight: float = 0.0,
+    order_scale_seconds: float = 0.5,
+    return_terms: bool = False,
+    contrastive_loss_weight: float = 1.0,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, float]]:
+    """Embed a batch of composite examples (captions and hard-negative captions) and return its TNCE loss (times
+    `contrastive_loss_weight`), plus `order_loss_weight` times the frame-grounded order term ([`frame_order_loss`])
+    when that weight is not 0 (at 0 the term is not computed: with the defaults the loss is exactly the TNCE).
+    `return_terms`: also a dict of the terms' unweighted values (`"tnce"`, and `"order"` when computed)."""
     max_negatives = max(1, max(len(e.negatives) for e in examples))
-    audio = embed_audio(
+    embedded = embed_audio(
         model, processor, [e.audio for e in examples], batch_size=len(examples), with_grad=True
     )
-    audio = audio.clip_embeds
+    audio = embedded.clip_embeds
     negative_captions = [
         e.negatives[h][0] if h < len(e.negatives) else e.caption
         for e in examples
@@ -364,7 +471,7 @@ def temporal_batch_loss(
     )
     keys, negative_keys = key_ids(examples, max_negatives)
     device = audio.device
-    return temporal_contrastive_loss(
+    loss = temporal_contrastive_loss(
         audio,
         captions,
         negatives,
@@ -373,6 +480,18 @@ def temporal_batch_loss(
         logit_scale(model),
         hard_negative_weight,
     )
+    terms = {"tnce": loss.item()} if return_terms else {}
+    if contrastive_loss_weight != 1:  # 0 keeps the graph (a zero gradient) for batches without an order term
+        loss = contrastive_loss_weight * loss
+    if order_loss_weight != 0:
+        order = frame_order_loss(
+            model, processor, examples, embedded.frame_embeds, embedded.frame_mask, order_scale_seconds
+        )
+        if order is not None:
+            loss = loss + order_loss_weight * order
+            if return_terms:
+                terms["order"] = order.item()
+    return (loss, terms) if return_terms else loss
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -418,6 +537,8 @@ def evaluate_temporal(
     audio_column: str = "audio",
     label_column: str = "label",
     label_names: Sequence[str] | None = None,
+    noise_snr_db: float | None = None,
+    calibration: RelationCalibration | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """Zero-shot temporal accuracy (ZSTE-style): pick the best of 5 candidate captions for composite clips.
@@ -426,40 +547,50 @@ def evaluate_temporal(
     by `seed`), four audios are built (see [`temporal_candidates`]): "a then b" scored against "before" and
     "after" wordings, the overlay, and clip a alone. The prediction is the candidate with the highest cosine.
 
+    The two-event audios are also scored 3-way (order, reversed order, simultaneous: the first three candidates) by
+    two paths: the global cosine, and, for models with frames, the training-free frame-grounded relation score
+    ([`~temporal_relations.score_relation`]: each candidate parsed, its phrases grounded with the frame-text
+    cosines, the relation scored from the curves). A candidate counts as chosen only when it scores strictly above
+    the others (ties count as wrong).
+
     Args:
         model: an MGA-CLAP (or transformers CLAP) model; `processor` its processor.
         dataset (`datasets.Dataset`): labelled clips with `audio_column` and `label_column` (ESC-50 style).
         pairs (`Sequence[tuple[int, int]]`, *optional*): allowed class pairs (label indices), e.g. the held-out
             pairs of [`split_class_pairs`]; default all pairs of distinct classes.
-        segment_seconds, gap_seconds: the composite layout ([`CompositeLayout`], in seconds).
+        segment_seconds, gap_seconds: the composite layout ([`CompositeLayout`], in seconds); a negative gap
+            overlaps the end of the first clip with the start of the second (above `-segment_seconds`).
         label_names: class names for integer labels (default: the `ClassLabel` names, else the integers).
+        noise_snr_db (`float`, *optional*): white Gaussian noise mixed into every composite at this signal-to-noise
+            ratio (dB, against the composite's mean power; seeded by `seed`). Default: none.
+        calibration ([`~temporal_relations.RelationCalibration`], *optional*): constants of the frame-grounded
+            probabilities (they do not change the order decision).
         progress (`bool`): progress bars on stderr: the clips decoded, then the composite clips scored.
 
     Returns:
         `dict`: `accuracy_{before,after,while,single}` (5-way), `accuracy` (their mean), `order_accuracy` (on "a then
-        b", the true order against the reversed one only, before and after wordings pooled; chance 0.5) and
-        `num_pairs`.
+        b", the true order against the reversed one only, before and after wordings pooled; chance 0.5), the 3-way
+        `relation_accuracy` (mean over before / after / while; chance 1/3) and `while_vs_then_accuracy` (whether the
+        chosen caption is simultaneous exactly when the audio is the overlay, mean over the three; chance 0.5), and
+        the same three with the frame-grounded path as `frame_order_accuracy`, `frame_relation_accuracy`,
+        `frame_while_vs_then_accuracy` (for models with frames), and `num_pairs`.
     """
+    layout = _layout(processor, segment_seconds, gap_seconds, templates)
     was_training = model.training
     model.eval()
-    names = label_names if label_names is not None else class_names_of(dataset, label_column)
-    labels = list(dataset[label_column])
-    label_indices, classes = class_indices(labels, names)
-    if pairs is None:
-        pairs = list(itertools.combinations(range(len(classes)), 2))
-    draws = sample_pair_clips(label_indices, pairs, num_pairs, np.random.default_rng(seed))
-    sampling_rate = processor.feature_extractor.sampling_rate
-    waveforms = load_waveforms(dataset, audio_column, sampling_rate, progress=progress)
-    layout = CompositeLayout(
-        int(round(segment_seconds * sampling_rate)), int(round(gap_seconds * sampling_rate)), templates
+    draws = _labelled_draws(
+        processor, dataset, num_pairs, pairs, seed, audio_column, label_column, label_names, progress
     )
-
+    noise_rng = np.random.default_rng([seed, 1])
     items = []  # (relation, audio, candidates, truth)
-    for first, second in draws:
-        a, b = label_text(labels[first], names), label_text(labels[second], names)
-        sequence = build_temporal_example(waveforms[first], a, waveforms[second], b, "before", layout).audio
-        overlay = build_temporal_example(waveforms[first], a, waveforms[second], b, "while", layout).audio
-        single = build_temporal_example(waveforms[first], a, None, None, "single", layout).audio
+    for a, b, clip_a, clip_b in draws:
+        sequence = build_temporal_example(clip_a, a, clip_b, b, "before", layout).audio
+        overlay = build_temporal_example(clip_a, a, clip_b, b, "while", layout).audio
+        single = build_temporal_example(clip_a, a, None, None, "single", layout).audio
+        if noise_snr_db is not None:
+            sequence, overlay, single = (
+                _add_noise(x, noise_snr_db, noise_rng) for x in (sequence, overlay, single)
+            )
         for relation, audio in (
             ("before", sequence),
             ("after", sequence),
@@ -469,27 +600,190 @@ def evaluate_temporal(
             items.append((relation, audio, *temporal_candidates(relation, a, b, templates)))
 
     correct = {r: [] for r in EVALUATION_RELATIONS}
-    order_correct = []
+    hits = {path: _RelationHits() for path in ("", "frame_")}
     bar = tqdm(total=len(items), desc="Temporal composites", unit="clips", disable=not progress)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        audio = embed_audio(
-            model, processor, [item[1] for item in chunk], batch_size=batch_size
-        ).clip_embeds  # (n, D)
+        embedded = embed_audio(model, processor, [item[1] for item in chunk], batch_size=batch_size)
         texts = embed_text(model, processor, [c for item in chunk for c in item[2]]).text_embeds
-        scores = torch.einsum("nd,ncd->nc", audio, texts.view(len(chunk), 5, -1))  # (n, 5)
-        for (relation, _, _, truth), row in zip(chunk, scores, strict=True):
+        scores = torch.einsum("nd,ncd->nc", embedded.clip_embeds, texts.view(len(chunk), 5, -1))  # (n, 5)
+        for index, ((relation, audio, candidates, truth), row) in enumerate(zip(chunk, scores, strict=True)):
             correct[relation].append(int(row.argmax()) == truth)
-            if relation in ("before", "after"):
-                order_correct.append(bool(row[0] > row[1]))
+            if relation not in TWO_EVENT_RELATIONS:
+                continue
+            hits[""].add(relation, row[:3].tolist(), truth)
+            if embedded.frame_embeds is not None:
+                frames = (
+                    embedded.frame_embeds[index].cpu() if len(audio) <= _layout_limit(processor) else None
+                )
+                probabilities = _frame_relation_scores(
+                    model, processor, audio, candidates[:3], frames, calibration
+                )
+                hits["frame_"].add(relation, probabilities, truth)
         bar.update(len(chunk))
     bar.close()
     model.train(was_training)
     metrics = {f"accuracy_{r}": float(np.mean(v)) for r, v in correct.items()}
     metrics["accuracy"] = float(np.mean([metrics[f"accuracy_{r}"] for r in EVALUATION_RELATIONS]))
-    metrics["order_accuracy"] = float(np.mean(order_correct))
+    for path, path_hits in hits.items():
+        metrics.update(path_hits.metrics(path))
     metrics["num_pairs"] = len(draws)
     return metrics
+
+
+def _labelled_draws(
+    processor,
+    dataset: datasets.Dataset,
+    num_pairs: int,
+    pairs: Sequence[tuple[int, int]] | None,
+    seed: int,
+    audio_column: str,
+    label_column: str,
+    label_names: Sequence[str] | None,
+    progress: bool,
+) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """`num_pairs` draws `(text a, text b, clip a, clip b)` of [`sample_pair_clips`] (all pairs by default), the clips
+    decoded at the model's rate."""
+    names = label_names if label_names is not None else class_names_of(dataset, label_column)
+    labels = list(dataset[label_column])
+    label_indices, classes = class_indices(labels, names)
+    if pairs is None:
+        pairs = list(itertools.combinations(range(len(classes)), 2))
+    draws = sample_pair_clips(label_indices, pairs, num_pairs, np.random.default_rng(seed))
+    rate = processor.feature_extractor.sampling_rate
+    waveforms = load_waveforms(dataset, audio_column, rate, progress=progress)
+    return [
+        (label_text(labels[i], names), label_text(labels[j], names), waveforms[i], waveforms[j])
+        for i, j in draws
+    ]
+
+
+def _layout(processor, segment_seconds: float, gap_seconds: float, templates=None) -> CompositeLayout:
+    """The composite layout in samples at the model's rate (a negative gap overlaps the two clips)."""
+    if not gap_seconds > -segment_seconds:
+        raise ValueError(
+            f"`gap_seconds` must be above -segment_seconds ({-segment_seconds:g}), got {gap_seconds!r}."
+        )
+    rate = processor.feature_extractor.sampling_rate
+    return CompositeLayout(int(round(segment_seconds * rate)), int(round(gap_seconds * rate)), templates)
+
+
+@torch.no_grad()
+def fit_temporal_calibration(
+    model,
+    processor,
+    dataset: datasets.Dataset,
+    *,
+    num_pairs: int = 100,
+    pairs: Sequence[tuple[int, int]] | None = None,
+    seed: int = 0,
+    segment_seconds: float = 5.0,
+    gap_seconds: float = 0.0,
+    audio_column: str = "audio",
+    label_column: str = "label",
+    label_names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> RelationCalibration:
+    """Fit the frame-grounded relation probabilities on composites of labelled clips: the trained relation head
+    ([`~temporal_relations.fit_relation_calibration`]; the model itself is not changed).
+
+    Each draw gives three labelled pairs from two composites: "a then b" read as `(a, b)` (before) and as `(b, a)`
+    (after), and the overlay (simultaneous). Use clips and class pairs kept apart from any evaluation (e.g. the
+    training pairs of [`split_class_pairs`], on the training stream).
+
+    Args: as [`evaluate_temporal`].
+
+    Returns:
+        [`~temporal_relations.RelationCalibration`].
+    """
+    layout = _layout(processor, segment_seconds, gap_seconds)
+    was_training = model.training
+    model.eval()
+    draws = _labelled_draws(
+        processor, dataset, num_pairs, pairs, seed, audio_column, label_column, label_names, progress
+    )
+    margins, co_activations, truths = [], [], []
+    for a, b, clip_a, clip_b in tqdm(
+        draws, desc="Calibration composites", unit="pairs", disable=not progress
+    ):
+        text = embed_text(model, processor, [a, b], return_word_embeds=False).text_embeds.cpu()
+        for relation in ("before", "while"):
+            audio = build_temporal_example(clip_a, a, clip_b, b, relation, layout).audio
+            similarity, boundaries = frame_scores(model, processor, audio, text)
+            forward = pair_statistics(similarity[:, 0], similarity[:, 1], boundaries)
+            margins.append(forward["margin"])
+            co_activations.append(forward["co_activation"])
+            truths.append("simultaneous" if relation == "while" else "before")
+            if relation == "before":  # the same audio read as (b, a): the other order, for balance
+                margins.append(-forward["margin"])
+                co_activations.append(forward["co_activation"])
+                truths.append("after")
+    model.train(was_training)
+    return fit_relation_calibration(margins, co_activations, truths)
+
+
+def _layout_limit(processor) -> int:
+    """Samples of the model's input (10 s): longer composites are scored by the windowed frame path."""
+    extractor = processor.feature_extractor
+    return int(round(extractor.max_length_s * extractor.sampling_rate))
+
+
+def _add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """`audio` plus white Gaussian noise `snr_db` dB below its mean power."""
+    power = float(np.mean(audio.astype(np.float64) ** 2))
+    noise = rng.standard_normal(audio.shape) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (audio + noise).astype(np.float32)
+
+
+def _frame_relation_scores(
+    model,
+    processor,
+    audio: np.ndarray,
+    captions: Sequence[str],
+    frames: torch.Tensor | None,
+    calibration: RelationCalibration | None,
+) -> list[float]:
+    """Frame-grounded probabilities of `captions` (parsed; their phrases grounded in `audio`'s frames).
+
+    Args:
+        audio (`np.ndarray` of shape `(samples,)`): the composite.
+        captions (`Sequence[str]`): relation captions over the same phrases.
+        frames (`torch.Tensor` of shape `(T, D)`, *optional*): the clip's normalised frames, already embedded.
+    """
+    relations = [parse_relation(caption) for caption in captions]
+    phrases = list(dict.fromkeys(event for relation in relations for event in relation.events))
+    text = embed_text(model, processor, phrases, return_word_embeds=False).text_embeds.cpu()
+    similarity, boundaries = frame_scores(model, processor, audio, text, frames)
+    scored = score_relations(relations, similarity, boundaries, phrases, calibration=calibration)
+    return [result["score"] for result in scored]
+
+
+@dataclass
+class _RelationHits:
+    """Per two-event relation: 3-way hits, while-vs-then hits; order hits on the sequence audio."""
+
+    relation: dict[str, list[bool]] = field(default_factory=lambda: {r: [] for r in TWO_EVENT_RELATIONS})
+    while_vs_then: dict[str, list[bool]] = field(default_factory=lambda: {r: [] for r in TWO_EVENT_RELATIONS})
+    order: list[bool] = field(default_factory=list)
+
+    def add(self, relation: str, scores: Sequence[float], truth: int) -> None:
+        """`scores` of (order, reversed order, simultaneous); a choice needs a strict maximum."""
+        chosen = [k for k in range(3) if all(scores[k] > scores[j] for j in range(3) if j != k)]
+        self.relation[relation].append(chosen == [truth])
+        self.while_vs_then[relation].append(bool(chosen) and (chosen[0] == 2) == (truth == 2))
+        if relation != "while":
+            self.order.append(scores[0] > scores[1])
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        if not self.order:
+            return {}
+        return {
+            f"{prefix}order_accuracy": float(np.mean(self.order)),
+            f"{prefix}relation_accuracy": float(np.mean([np.mean(v) for v in self.relation.values()])),
+            f"{prefix}while_vs_then_accuracy": float(
+                np.mean([np.mean(v) for v in self.while_vs_then.values()])
+            ),
+        }
 
 
 __all__ = [
@@ -501,11 +795,14 @@ __all__ = [
     "TemporalExample",
     "build_temporal_example",
     "evaluate_temporal",
+    "fit_temporal_calibration",
+    "frame_order_loss",
     "hard_negatives",
     "key_ids",
     "relation_caption",
     "relation_key",
     "sample_pair_clips",
+    "sequence_order",
     "split_class_pairs",
     "stage_a_group",
     "stage_b_group",

@@ -7,6 +7,11 @@ Stage B (`stage_b_steps`) teaches order: "a before b" (or "b after a"), the swap
 ([`~extensions.temporal`]). TeminAL (arXiv 2408.09269) publishes neither code nor templates: this is a
 reconstruction (docs/reconstructions.md §3), every choice an argument.
 
+That TNCE trains the global embeddings, which pool over time and stay order-blind. `order_loss_weight` > 0 adds an
+order term on the frames ([`~extensions.temporal.frame_order_loss`]): on every sequence composite, the two labels
+are grounded with the frame-text cosine and a logistic loss asks that the heard order win in the training-free frame
+path's order margin ([`~temporal_relations.soft_order_margin`]). At 0 (the default) it is not computed.
+
 A batch is a function of `(seed, step, process)`, so resuming from a checkpoint continues exactly. The loss is
 computed on each process's local batch (its groups hold all their hard negatives). SIGTERM checkpoints and stops
 with exit code 143, as in pre-training ([`~training.checkpointing`]). `examples/post_train_temporal.py` is the command
@@ -109,6 +114,27 @@ class TemporalPostTrainingArguments:
     hard_negative_weight: float = field(
         default=1.0, metadata={"help": "Weight w of the explicit hard negatives."}
     )
+    order_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the frame-grounded order term added to the TNCE on every sequence composite: a logistic "
+            "loss that the heard order wins in the order margin of the two labels' frame-text curves (the "
+            "training-free frame path's margin, kept differentiable). 0 (default): not computed, the TNCE alone."
+        },
+    )
+    contrastive_loss_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Weight of the TNCE (the contrastive loss on the global embeddings). 0 with --order_loss_weight "
+            "> 0 trains the frame-grounded order term alone."
+        },
+    )
+    order_scale_seconds: float = field(
+        default=0.5,
+        metadata={
+            "help": "Order term: the margin (seconds) that gives odds of e : 1 (the frame path's default)."
+        },
+    )
     freeze_batch_norm: bool = field(
         default=True,
         metadata={
@@ -142,6 +168,18 @@ class TemporalPostTrainingArguments:
     def __post_init__(self):
         if self.stage_a_steps < 0 or self.stage_b_steps < 0:
             raise ValueError("Stage step counts must be >= 0.")
+        if not (self.order_loss_weight >= 0 and math.isfinite(self.order_loss_weight)):
+            raise ValueError(
+                f"--order_loss_weight must be a finite number >= 0, got {self.order_loss_weight}."
+            )
+        if not (self.contrastive_loss_weight >= 0 and math.isfinite(self.contrastive_loss_weight)):
+            raise ValueError(
+                f"--contrastive_loss_weight must be a finite number >= 0, got {self.contrastive_loss_weight}."
+            )
+        if not (self.order_scale_seconds > 0 and math.isfinite(self.order_scale_seconds)):
+            raise ValueError(
+                f"--order_scale_seconds must be a finite number > 0, got {self.order_scale_seconds}."
+            )
 
 
 @dataclass
@@ -275,10 +313,14 @@ class TemporalPostTraining:
         )
         with bar:
             while self.step < self.total_steps:
-                loss = self._step(self.batch_for(self.step))
+                loss, terms = self._step(self.batch_for(self.step))
                 self.step += 1
                 stage = "A" if self.step <= args.stage_a_steps else "B"
-                self.train_log.append({"step": self.step, "stage": stage, "loss": loss.item()})
+                entry = {"step": self.step, "stage": stage, "loss": loss.item()}
+                # The terms of the loss, unweighted (the order term on batches with a sequence composite).
+                if args.order_loss_weight or args.contrastive_loss_weight != 1:
+                    entry.update({f"{name}_loss": value for name, value in terms.items()})
+                self.train_log.append(entry)
                 bar.update()
                 bar.set_postfix(stage=stage, loss=f"{loss.item():.4f}")
                 if self.step % args.logging_steps == 0 or self.step == 1:
@@ -297,10 +339,19 @@ class TemporalPostTraining:
                     )
         return 0
 
-    def _step(self, examples: list) -> torch.Tensor:
-        accelerator = self.accelerator
+    def _step(self, examples: list) -> tuple[torch.Tensor, dict[str, float]]:
+        accelerator, args = self.accelerator, self.args
         with accelerator.autocast():
-            loss = temporal_batch_loss(self.model, self.processor, examples, self.args.hard_negative_weight)
+            loss, terms = temporal_batch_loss(
+                self.model,
+                self.processor,
+                examples,
+                args.hard_negative_weight,
+                order_loss_weight=args.order_loss_weight,
+                order_scale_seconds=args.order_scale_seconds,
+                return_terms=True,
+                contrastive_loss_weight=args.contrastive_loss_weight,
+            )
         accelerator.backward(loss)
         if accelerator.num_processes > 1:
             for parameter in self.model.parameters():
@@ -310,7 +361,7 @@ class TemporalPostTraining:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad()
-        return loss
+        return loss, terms
 
     def finish(self) -> int:
         """Evaluate on held-out pairs (or all pairs) and save a `trust_remote_code` folder; 1 if a loss diverged."""
