@@ -320,6 +320,35 @@ def compute_long_audio_frame_similarity(
         )
 
 
+def frame_similarity_of_queries(
+    model,
+    processor,
+    audio: AudioInput,
+    queries: list[str],
+    *,
+    sampling_rate: int | None = None,
+    window_seconds: float | None = None,
+    hop_seconds: float = DEFAULT_HOP_SECONDS,
+    batch_size: int = DEFAULT_WINDOW_BATCH_SIZE,
+    progress: bool = False,
+) -> LongAudioFrameSimilarity:
+    """[`compute_long_audio_frame_similarity`] of prompted text `queries`, each embedded once (global embeddings
+    only): what event detection and the temporal relations ground their phrases with."""
+    text_embeds = embed_text(model, processor, queries, return_word_embeds=False).text_embeds
+    return compute_long_audio_frame_similarity(
+        model,
+        audio,
+        None,
+        processor.feature_extractor,
+        sampling_rate=sampling_rate,
+        window_seconds=window_seconds,
+        hop_seconds=hop_seconds,
+        batch_size=batch_size,
+        progress=progress,
+        text_embeds=text_embeds,
+    )
+
+
 def detect_sound_events(
     model,
     audio: AudioInput,
@@ -373,19 +402,16 @@ def detect_sound_events(
         hop_seconds=hop_seconds,
         score_reduction=score_reduction,
     )
-    queries = format_queries(labels, hypothesis_template)
-    text_embeds = embed_text(model, processor, queries, return_word_embeds=False).text_embeds
-    stitched = compute_long_audio_frame_similarity(
+    stitched = frame_similarity_of_queries(
         model,
+        processor,
         audio,
-        None,
-        processor.feature_extractor,
+        format_queries(labels, hypothesis_template),
         sampling_rate=sampling_rate,
         window_seconds=options.pop("window_seconds"),
         hop_seconds=options.pop("hop_seconds"),
         batch_size=batch_size,
         progress=progress,
-        text_embeds=text_embeds,
     )
     return post_process_sound_event_detection(
         stitched.frame_similarity,
@@ -405,6 +431,7 @@ __all__ = [
     "compute_long_audio_frame_similarity",
     "detect_sound_events",
     "embed_windows",
+    "frame_similarity_of_queries",
     "frame_similarity_of_source",
     "window_starts",
 ]

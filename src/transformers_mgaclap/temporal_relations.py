@@ -55,12 +55,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .embedding import embed_text
 from .processing_mgaclap import format_queries
 from .sound_event_detection import (
     DEFAULT_HOP_SECONDS,
     DEFAULT_WINDOW_BATCH_SIZE,
-    compute_long_audio_frame_similarity,
+    frame_similarity_of_queries,
 )
 
 SEQUENCE, SIMULTANEOUS = "sequence", "simultaneous"
@@ -592,19 +591,16 @@ def ground_relations(
     """
     parsed = parse_relations(relations)
     phrases = relation_phrases(parsed)
-    queries = format_queries(phrases, hypothesis_template)
-    text_embeds = embed_text(model, processor, queries, return_word_embeds=False).text_embeds
-    stitched = compute_long_audio_frame_similarity(
+    stitched = frame_similarity_of_queries(
         model,
+        processor,
         audio,
-        None,
-        processor.feature_extractor,
+        format_queries(phrases, hypothesis_template),
         sampling_rate=sampling_rate,
         window_seconds=window_seconds,
         hop_seconds=hop_seconds,
         batch_size=batch_size,
         progress=progress,
-        text_embeds=text_embeds,
     )
     return score_relations(
         parsed, stitched.frame_similarity, stitched.frame_boundaries, phrases, stitched.frame_mask, **options
