@@ -1047,11 +1047,35 @@ def build_soundscape_dataset(
     import datasets
 
     cfg = _resolve_config(config, num_clips, seed, config_overrides)
+    split = datasets.NamedSplit(split_name) if split_name else None
+    bar = _clip_bar(cfg.num_clips, split_name, progress)
+    # One Arrow binary array holds under 2 GiB (about 1 600 clips of 10 s as FLOAT WAV): build parts of at most
+    # 1 GiB of audio and concatenate them (a concatenated dataset keeps its parts as chunks).
+    part = max(1, _PART_BYTES // (4 * cfg.num_samples))
+    parts = [
+        datasets.Dataset.from_dict(
+            _clip_columns(cfg, range(start, min(start + part, cfg.num_clips)), split_name, wav_subtype, bar),
+            features=_features(),
+            split=split,
+        )
+        for start in range(0, cfg.num_clips or 1, part)
+    ]
+    bar.close()
+    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts, split=split)
+    return dataset.cast_column("audio", datasets.Audio(sampling_rate=cfg.sampling_rate))
+
+
+_PART_BYTES = 2**30
+
+
+def _clip_columns(
+    cfg: SoundscapeConfig, indices: range, split_name: str | None, wav_subtype: str, bar
+) -> dict[str, list[Any]]:
+    """The dataset columns of clips `indices` (WAV-encoded audio), advancing the progress `bar` per clip."""
     columns: dict[str, list[Any]] = {
         name: [] for name in ("audio", "caption", "captions", "events", "labels", "clip_id")
     }
-    bar = _clip_bar(cfg.num_clips, split_name, progress)
-    for index in range(cfg.num_clips):
+    for index in indices:
         clip = generate_soundscape(clip_rng(cfg.seed, index, split_name), cfg)
         columns["audio"].append(
             {
@@ -1063,10 +1087,7 @@ def build_soundscape_dataset(
             columns[name].append(clip[name])
         columns["clip_id"].append(_clip_id(cfg.seed, split_name, index))
         bar.update()
-    bar.close()
-    split = datasets.NamedSplit(split_name) if split_name else None
-    dataset = datasets.Dataset.from_dict(columns, features=_features(), split=split)
-    return dataset.cast_column("audio", datasets.Audio(sampling_rate=cfg.sampling_rate))
+    return columns
 
 
 def build_labelled_clip_dataset(
