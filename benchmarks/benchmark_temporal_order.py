@@ -14,11 +14,17 @@ Data: 5 s single-event clips of the 16 synthetic classes from the "test" random 
 2. **ZSTE-style order** (`extensions.temporal.evaluate_temporal`, every model with `--conditions`): order accuracy (true
    vs reversed order, chance 50 %), 3-way relation accuracy (order, reversed, simultaneous; chance 33 %) and
    while-vs-then accuracy (chance 50 %), each by the global cosine and by the training-free frame-grounded relation
-   score (`temporal_relations`), on clean composites, with white noise at 10 dB SNR, with a 1 s gap and with a 1 s
-   overlap between the events.
+   score (`temporal_relations`), on clean composites, with white noise at 10 dB SNR, with a 1 s gap and a 1 s
+   overlap between the events, and with gaps and overlaps drawn per pair between 0.5 and 2 s.
 3. **Trained relation head** (`--calibration_pairs N`): the three constants of the frame-grounded probabilities fitted
    (`extensions.temporal.fit_temporal_calibration`) on N draws of the *training* class pairs from the training
    stream, then the clean ZSTE again ("clean, fitted head"). The model itself is not changed.
+4. **Coarse tasks** (`--coarse_clips N`): zero-shot classification accuracy (N single-event clips, "{} can be heard")
+   and text-to-audio R@1 (N // 2 clips, 5 captions each) on the held-out synthetic sets of `reproduce_ablations.py`
+   (`evaluation.synthetic.synthetic_dataset`, seed 1234), scored as `evaluation.tasks` scores them; every model after
+   the first is compared with the first item by item (paired difference and its 95 % interval), which is what "a
+   post-training keeps the coarse tasks" needs: two unpaired accuracies on a few hundred clips differ by several
+   points by chance.
 
 Writes `results.json` and `results.md` (README-ready tables) into `--output_dir`.
 """
@@ -42,6 +48,8 @@ CONDITIONS = {
     "noise 10 dB": {"noise_snr_db": 10.0},
     "gap 1 s": {"gap_seconds": 1.0},
     "overlap 1 s": {"gap_seconds": -1.0},
+    "gap 0.5-2 s": {"gap_seconds": (0.5, 2.0)},  # drawn per pair
+    "overlap 0.5-2 s": {"gap_seconds": (-2.0, -0.5)},
 }
 QUICK = {"clips_per_class": 2, "diagnosis_pairs": 4, "temporal_pairs": 4, "conditions": ["clean"]}
 
@@ -91,6 +99,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=0,
         help="Draws of the training class pairs the relation head is fitted on (0: no fitted head).",
+    )
+    parser.add_argument(
+        "--coarse_clips",
+        type=int,
+        default=0,
+        help="Classification clips of the coarse-task comparison (retrieval: half as many; 0: none).",
     )
     parser.add_argument("--quick", action="store_true", help="Smoke run: " + json.dumps(QUICK))
     args = parser.parse_args(argv)
@@ -150,6 +164,75 @@ def diagnosis(model, processor, waveforms, texts, triples) -> dict[str, float]:
     }
 
 
+@torch.no_grad()
+def coarse_hits(model, processor, classification, retrieval) -> dict[str, np.ndarray]:
+    """Per-item top-1 hits: zero-shot classification per clip and text-to-audio retrieval per caption.
+
+    Scored as `evaluation.tasks` scores the two tasks (the classification prompt, argmax with ties to the lowest class;
+    ties in retrieval count against the query), so that the means are those tasks' accuracy and R@1, and two models
+    can be compared item by item.
+    """
+    from transformers_mgaclap.data.labels import class_indices
+    from transformers_mgaclap.evaluation.retrieval import retrieval_metrics
+    from transformers_mgaclap.evaluation.tasks import (
+        DEFAULT_PROMPTS,
+        clip_embeddings,
+        prompt_text,
+        text_embeddings,
+    )
+
+    references, classes = class_indices(list(classification["label"]))
+    prompts = [prompt_text(c, DEFAULT_PROMPTS["classification"]) for c in classes]
+    audio = clip_embeddings(model, processor, classification, "audio", 16, progress=True).double()
+    predictions = (audio @ text_embeddings(model, processor, prompts, 16).double().t()).argmax(-1).numpy()
+    captions, owners = [], []
+    for index, row in enumerate(retrieval["captions"]):
+        captions += row
+        owners += [index] * len(row)
+    audio = clip_embeddings(model, processor, retrieval, "audio", 16, progress=True).double()
+    similarity = (
+        text_embeddings(model, processor, captions, 16).double() @ audio.t()
+    ).numpy()  # (captions, clips)
+    own = similarity[np.arange(len(owners)), owners]
+    t2a_hits = (similarity >= own[:, None]).sum(-1) == 1  # no other clip scores as high
+    assert np.isclose(100 * t2a_hits.mean(), retrieval_metrics(similarity, owners)["t2a_R@1"])
+    return {"classification": predictions == np.asarray(references), "t2a_R@1": t2a_hits}
+
+
+def paired_difference(hits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Mean of the per-item differences (in points) and the half-width of its 95 % interval."""
+    from transformers_mgaclap.evaluation.report import mean_confidence_interval
+
+    mean, half = mean_confidence_interval(100.0 * (hits.astype(float) - reference.astype(float)))
+    return {"difference": mean, "ci95": half}
+
+
+def coarse_table(results: dict) -> list[str]:
+    names = [name for name, entry in results["models"].items() if "coarse" in entry]
+    if not names:
+        return []
+    lines = [
+        "",
+        f"**Coarse tasks** ({results['coarse_protocol']}), % and the paired difference from {names[0]} [95 % interval]",
+        "",
+        "| model | classification | difference | T→A R@1 | difference |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        entry, cells = results["models"][name], []
+        for task in ("classification", "t2a_R@1"):
+            cells.append(f"{entry['coarse'][task]:.1f}")
+            paired = entry.get("coarse_difference", {}).get(task)
+            cells.append(
+                ""
+                if paired is None
+                else f"{paired['difference']:+.1f} [{paired['difference'] - paired['ci95']:+.1f}, "
+                f"{paired['difference'] + paired['ci95']:+.1f}]"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def tables(results: dict) -> str:
     names = list(results["models"])
     lines = [
@@ -183,7 +266,7 @@ def tables(results: dict) -> str:
         for condition, m in results["models"][name].get("zste", {}).items():
             cells = [m[f"{prefix}{key}"] for key in keys for prefix in ("", "frame_")]
             lines.append(f"| {name} | {condition} | " + " | ".join(f"{100 * c:.1f}" for c in cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + coarse_table(results))
 
 
 def main(argv=None) -> int:
@@ -220,6 +303,18 @@ def main(argv=None) -> int:
         ),
         "models": {},
     }
+    if args.coarse_clips:
+        from transformers_mgaclap.evaluation.synthetic import synthetic_dataset
+
+        coarse_sets = [
+            synthetic_dataset(task, n)
+            for task, n in (("classification", args.coarse_clips), ("retrieval", args.coarse_clips // 2))
+        ]
+        results["coarse_protocol"] = (
+            f"held-out synthetic sets: {args.coarse_clips} classification clips, {args.coarse_clips // 2} retrieval "
+            "clips with 5 captions"
+        )
+        reference_hits = None
     for name, folder in models.items():
         model, processor = load(folder)
         waveforms = load_waveforms(clips, "audio", processor.feature_extractor.sampling_rate, progress=True)
@@ -263,6 +358,16 @@ def main(argv=None) -> int:
                 progress=True,
             )
             print(f"{name} fitted head {calibration}: {entry['zste']['clean, fitted head']}", flush=True)
+        if args.coarse_clips:
+            hits = coarse_hits(model, processor, *coarse_sets)
+            entry["coarse"] = {task: 100.0 * float(h.mean()) for task, h in hits.items()}
+            if reference_hits is None:
+                reference_hits = hits
+            else:
+                entry["coarse_difference"] = {
+                    task: paired_difference(h, reference_hits[task]) for task, h in hits.items()
+                }
+            print(f"{name} coarse: {entry['coarse']} {entry.get('coarse_difference', '')}", flush=True)
         entry["seconds"] = time.perf_counter() - tick
         results["models"][name] = entry
         with open(os.path.join(args.output_dir, "results.json"), "w") as file:

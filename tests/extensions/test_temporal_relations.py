@@ -14,6 +14,7 @@ from transformers import BertTokenizerFast, pipeline
 
 from transformers_mgaclap import MGAClapFeatureExtractor, MGAClapProcessor
 from transformers_mgaclap.embedding import tokenize
+from transformers_mgaclap.extensions import temporal
 from transformers_mgaclap.extensions.temporal import evaluate_temporal, fit_temporal_calibration
 from transformers_mgaclap.pipeline_mgaclap import TASK
 from transformers_mgaclap.sound_event_detection import compute_long_audio_frame_similarity
@@ -324,14 +325,19 @@ def test_the_order_decision_follows_the_audio(band):
     assert overlay[2]["score"] > max(overlay[0]["score"], overlay[1]["score"])
 
 
-def test_zste_frame_path_knows_the_order_that_the_global_cosine_cannot(band):
-    model, processor = band
-    dataset = datasets.Dataset.from_dict(
+@pytest.fixture(scope="module")
+def two_tones():
+    return datasets.Dataset.from_dict(
         {
             "audio": [{"array": tone(f), "sampling_rate": RATE} for f in (200.0, 250.0, 11000.0, 12000.0)],
             "label": ["low tone", "low tone", "high tone", "high tone"],
         }
     )
+
+
+def test_zste_frame_path_knows_the_order_that_the_global_cosine_cannot(band, two_tones):
+    model, processor = band
+    dataset = two_tones
     metrics = evaluate_temporal(model, processor, dataset, num_pairs=6, segment_seconds=2.0, batch_size=8)
     # Max-pooled frames: "a then b" and "b then a" embed the same, so the strict order comparison never holds.
     assert metrics["order_accuracy"] == 0.0
@@ -351,6 +357,30 @@ def test_zste_frame_path_knows_the_order_that_the_global_cosine_cannot(band):
     assert noisy["frame_order_accuracy"] == 1.0
     with pytest.raises(ValueError, match="gap_seconds"):
         evaluate_temporal(model, processor, dataset, num_pairs=2, segment_seconds=2.0, gap_seconds=-2.0)
+
+
+def test_zste_draws_each_pairs_gap_from_a_range(band, two_tones, monkeypatch):
+    model, processor = band
+    gaps, layout = [], temporal._layout
+    monkeypatch.setattr(temporal, "_layout", lambda *args: gaps.append(args[2]) or layout(*args))
+    metrics = evaluate_temporal(
+        model, processor, two_tones, num_pairs=6, segment_seconds=2.0, gap_seconds=(-1.0, 0.5)
+    )
+    assert metrics["frame_order_accuracy"] == 1.0
+    drawn = gaps[1:]  # the first call validates the range
+    assert len(drawn) == 6 and len(set(drawn)) == 6 and all(-1.0 <= gap <= 0.5 for gap in drawn)
+    again = []
+    monkeypatch.setattr(temporal, "_layout", lambda *args: again.append(args[2]) or layout(*args))
+    evaluate_temporal(model, processor, two_tones, num_pairs=6, segment_seconds=2.0, gap_seconds=(-1.0, 0.5))
+    assert again == gaps  # seeded
+    with pytest.raises(ValueError, match="low <= high"):
+        evaluate_temporal(
+            model, processor, two_tones, num_pairs=2, segment_seconds=2.0, gap_seconds=(0.5, -1.0)
+        )
+    with pytest.raises(ValueError, match="gap_seconds"):
+        evaluate_temporal(
+            model, processor, two_tones, num_pairs=2, segment_seconds=2.0, gap_seconds=(-3.0, 0.0)
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------

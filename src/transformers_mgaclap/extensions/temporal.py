@@ -531,7 +531,7 @@ def evaluate_temporal(
     pairs: Sequence[tuple[int, int]] | None = None,
     seed: int = 0,
     segment_seconds: float = 5.0,
-    gap_seconds: float = 0.0,
+    gap_seconds: float | tuple[float, float] = 0.0,
     templates: Mapping[str, str] | None = None,
     batch_size: int = 16,
     audio_column: str = "audio",
@@ -559,7 +559,9 @@ def evaluate_temporal(
         pairs (`Sequence[tuple[int, int]]`, *optional*): allowed class pairs (label indices), e.g. the held-out
             pairs of [`split_class_pairs`]; default all pairs of distinct classes.
         segment_seconds, gap_seconds: the composite layout ([`CompositeLayout`], in seconds); a negative gap
-            overlaps the end of the first clip with the start of the second (above `-segment_seconds`).
+            overlaps the end of the first clip with the start of the second (above `-segment_seconds`). A range
+            `(low, high)` draws each pair's gap uniformly from it (seeded by `seed`), e.g. `(-2, -0.5)` for
+            overlaps of 0.5 to 2 s.
         label_names: class names for integer labels (default: the `ClassLabel` names, else the integers).
         noise_snr_db (`float`, *optional*): white Gaussian noise mixed into every composite at this signal-to-noise
             ratio (dB, against the composite's mean power; seeded by `seed`). Default: none.
@@ -575,15 +577,22 @@ def evaluate_temporal(
         the same three with the frame-grounded path as `frame_order_accuracy`, `frame_relation_accuracy`,
         `frame_while_vs_then_accuracy` (for models with frames), and `num_pairs`.
     """
-    layout = _layout(processor, segment_seconds, gap_seconds, templates)
+    low, high = (gap_seconds, gap_seconds) if np.isscalar(gap_seconds) else gap_seconds
+    if low > high:
+        raise ValueError(f"`gap_seconds` range must be (low, high) with low <= high, got {gap_seconds!r}.")
+    _layout(processor, segment_seconds, low)  # validates the range before any decoding
     was_training = model.training
     model.eval()
     draws = _labelled_draws(
         processor, dataset, num_pairs, pairs, seed, audio_column, label_column, label_names, progress
     )
     noise_rng = np.random.default_rng([seed, 1])
+    gaps = (
+        np.random.default_rng([seed, 2]).uniform(low, high, len(draws)) if low < high else [low] * len(draws)
+    )
     items = []  # (relation, audio, candidates, truth)
-    for a, b, clip_a, clip_b in draws:
+    for (a, b, clip_a, clip_b), gap in zip(draws, gaps, strict=True):
+        layout = _layout(processor, segment_seconds, float(gap), templates)
         sequence = build_temporal_example(clip_a, a, clip_b, b, "before", layout).audio
         overlay = build_temporal_example(clip_a, a, clip_b, b, "while", layout).audio
         single = build_temporal_example(clip_a, a, None, None, "single", layout).audio
