@@ -63,12 +63,11 @@ def plot_ablations(path: Path, rows: list[dict]) -> None:
         errors = [row["scores"][key]["ci95"] if seeds > 1 else 0.0 for row in rows][::-1]
         colors = ["tab:gray" if t == "vanilla CLAP" else "tab:blue" for t in titles]
         axis.barh(titles, values, xerr=errors, color=colors, error_kw={"capsize": 3})
-        for y, value in enumerate(values):
-            axis.text(
-                value, y, f" {value:.1f}" if key == "retrieval" else f" {value:.2f}", va="center", fontsize=7
-            )
+        for y, (value, error) in enumerate(zip(values, errors, strict=True)):
+            label = f" {value:.1f}" if key == "retrieval" else f" {value:.2f}"
+            axis.text(value + error, y, label, va="center", fontsize=7)  # past the interval, not under it
         axis.set_title(title, fontsize=9)
-        axis.set_xlim(0, 1.3 * max(v + e for v, e in zip(values, errors, strict=True)))
+        axis.set_xlim(0, 1.35 * max(v + e for v, e in zip(values, errors, strict=True)))
         axis.tick_params(labelsize=8)
     spread = f"mean of {seeds} seeds, bars: 95 % interval" if seeds > 1 else "one seed"
     figure.suptitle(f"Ablations in miniature (benchmarks/reproduce_ablations.py, {spread})", fontsize=10)

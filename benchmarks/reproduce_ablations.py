@@ -25,6 +25,8 @@ without it seed by seed (the paired difference and its interval).
 
 Run:  python benchmarks/reproduce_ablations.py --variants vanilla codebook codebook_la full   (3 seeds each)
       python benchmarks/reproduce_ablations.py --seeds 1 --epochs 2 --variants vanilla full   (a quicker look)
+      python benchmarks/reproduce_ablations.py --seeds 1 --variants full --train_clips 2560 \
+          --output_dir outputs/ablations-4x                   (4x the default budget, as more clips)
 Outputs: `--output_dir` (default outputs/ablations): one trained folder per variant and seed
 (`<variant>/seed_<seed>`, with its cached scores), `ablations.json`, `ablations.md`. A rerun trains and evaluates only
 what is missing.
@@ -110,6 +112,8 @@ def train(name: str, seed: int, args: argparse.Namespace) -> tuple[Path, float |
     ]
     if args.epochs is not None:
         command += ["--num_train_epochs", str(args.epochs)]
+    if args.train_clips is not None:
+        command += ["--synthetic_train_clips", str(args.train_clips)]
     print(f"[{name}, seed {seed}] training: {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"))
@@ -245,6 +249,12 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=None,
         help="training epochs per variant (default: the embedded default's 8)",
+    )
+    parser.add_argument(
+        "--train_clips",
+        type=int,
+        default=None,
+        help="synthetic training clips per variant (default: the embedded default's 640); with --epochs, the budget",
     )
     parser.add_argument(
         "--seed", type=int, default=20, help="the first training seed, the same for every variant"
