@@ -379,15 +379,31 @@ def test_dataset_splits():
 
 def test_large_datasets_are_built_in_parts_that_stay_under_arrows_2_gib_per_array(monkeypatch):
     """A part holds at most `_PART_BYTES` of audio (2 560 clips of 10 s, 3.3 GB, once overflowed one binary array);
-    parts concatenate to the same rows, in order, with the split kept."""
+    the parts concatenate to the same rows, in order, with the split kept."""
     datasets = pytest.importorskip("datasets")
     whole = sc.build_soundscape_dataset(5, seed=3, split_name="validation", duration=0.5)
-    monkeypatch.setattr(sc, "_PART_BYTES", 2 * 4 * 16000)  # two clips of 0.5 s per part
+    labelled = sc.build_labelled_clip_dataset(3, seed=3, duration=0.5, classes=["beep", "hum"])
+    monkeypatch.setattr(
+        sc, "_PART_BYTES", 5 * 4 * 16000 // 2
+    )  # two FLOAT WAV clips of 0.5 s at 32 kHz per part
     parted = sc.build_soundscape_dataset(5, seed=3, split_name="validation", duration=0.5)
     raw = [d.cast_column("audio", datasets.Audio(decode=False)) for d in (whole, parted)]
     assert raw[1].data.column("audio").num_chunks == 3
     assert raw[0].to_list() == raw[1].to_list() and str(parted.split) == "validation"
     assert parted.features == whole.features
+    labelled_parted = sc.build_labelled_clip_dataset(3, seed=3, duration=0.5, classes=["beep", "hum"])
+    assert labelled_parted.data.column("audio").num_chunks == 3
+    assert labelled_parted.features == labelled.features
+    raw = [d.cast_column("audio", datasets.Audio(decode=False)) for d in (labelled, labelled_parted)]
+    assert raw[0].to_list() == raw[1].to_list()
+    assert (
+        len(
+            sc.dataset_from_columns(
+                {"audio": []}, features=datasets.Features({"audio": whole.features["audio"]})
+            )
+        )
+        == 0
+    )
 
 
 # ---------------------------------------------------------------------------------------------- packaging + speed

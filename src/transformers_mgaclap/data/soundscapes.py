@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1047,35 +1048,11 @@ def build_soundscape_dataset(
     import datasets
 
     cfg = _resolve_config(config, num_clips, seed, config_overrides)
-    split = datasets.NamedSplit(split_name) if split_name else None
-    bar = _clip_bar(cfg.num_clips, split_name, progress)
-    # One Arrow binary array holds under 2 GiB (about 1 600 clips of 10 s as FLOAT WAV): build parts of at most
-    # 1 GiB of audio and concatenate them (a concatenated dataset keeps its parts as chunks).
-    part = max(1, _PART_BYTES // (4 * cfg.num_samples))
-    parts = [
-        datasets.Dataset.from_dict(
-            _clip_columns(cfg, range(start, min(start + part, cfg.num_clips)), split_name, wav_subtype, bar),
-            features=_features(),
-            split=split,
-        )
-        for start in range(0, cfg.num_clips or 1, part)
-    ]
-    bar.close()
-    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts, split=split)
-    return dataset.cast_column("audio", datasets.Audio(sampling_rate=cfg.sampling_rate))
-
-
-_PART_BYTES = 2**30
-
-
-def _clip_columns(
-    cfg: SoundscapeConfig, indices: range, split_name: str | None, wav_subtype: str, bar
-) -> dict[str, list[Any]]:
-    """The dataset columns of clips `indices` (WAV-encoded audio), advancing the progress `bar` per clip."""
     columns: dict[str, list[Any]] = {
         name: [] for name in ("audio", "caption", "captions", "events", "labels", "clip_id")
     }
-    for index in indices:
+    bar = _clip_bar(cfg.num_clips, split_name, progress)
+    for index in range(cfg.num_clips):
         clip = generate_soundscape(clip_rng(cfg.seed, index, split_name), cfg)
         columns["audio"].append(
             {
@@ -1087,7 +1064,37 @@ def _clip_columns(
             columns[name].append(clip[name])
         columns["clip_id"].append(_clip_id(cfg.seed, split_name, index))
         bar.update()
-    return columns
+    bar.close()
+    split = datasets.NamedSplit(split_name) if split_name else None
+    dataset = dataset_from_columns(columns, features=_features(), split=split)
+    return dataset.cast_column("audio", datasets.Audio(sampling_rate=cfg.sampling_rate))
+
+
+_PART_BYTES = 2**30
+
+
+def dataset_from_columns(
+    columns: dict[str, list[Any]], features: datasets.Features | None = None, split=None
+) -> datasets.Dataset:
+    """`datasets.Dataset.from_dict` for columns with an `audio` column of `{"bytes", "path"}` that may hold more than
+    one Arrow binary array can (2 GiB, about 1 600 clips of 10 s as FLOAT WAV): the rows go into parts of at most
+    1 GiB of audio, concatenated in order (a concatenated dataset keeps its parts as chunks)."""
+    import datasets
+
+    bounds, part_bytes = [0], 0
+    for row, audio in enumerate(columns["audio"]):
+        if part_bytes + len(audio["bytes"]) > _PART_BYTES and row > bounds[-1]:
+            bounds.append(row)
+            part_bytes = 0
+        part_bytes += len(audio["bytes"])
+    bounds.append(len(columns["audio"]))
+    parts = [
+        datasets.Dataset.from_dict(
+            {name: values[start:stop] for name, values in columns.items()}, features=features, split=split
+        )
+        for start, stop in itertools.pairwise(bounds)
+    ]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts, split=split)
 
 
 def build_labelled_clip_dataset(
@@ -1134,7 +1141,7 @@ def build_labelled_clip_dataset(
     features = datasets.Features(
         {"audio": datasets.Audio(sampling_rate=sampling_rate), "label": datasets.ClassLabel(names=labels)}
     )
-    return datasets.Dataset.from_dict({"audio": audio, "label": targets}, features=features)
+    return dataset_from_columns({"audio": audio, "label": targets}, features=features)
 
 
 def build_soundscape_splits(

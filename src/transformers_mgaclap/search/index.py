@@ -819,7 +819,7 @@ def synthetic_collection(
     import datasets
 
     from ..audio_input import load_audio
-    from ..data.soundscapes import build_soundscape_dataset, encode_wav
+    from ..data.soundscapes import build_soundscape_dataset, dataset_from_columns, encode_wav
 
     clips = build_soundscape_dataset(num_clips, seed, "test", progress=progress)
     rate = clips.features["audio"].sampling_rate
@@ -845,7 +845,7 @@ def synthetic_collection(
         columns["recording_id"].append(name)
         columns["events"].append(events)
         columns["labels"].append(sorted({event["event_label"] for event in events}))
-    return datasets.Dataset.from_dict(columns).cast_column("audio", datasets.Audio(sampling_rate=rate))
+    return dataset_from_columns(columns).cast_column("audio", datasets.Audio(sampling_rate=rate))
 
 
 # -- searching ----------------------------------------------------------------------------------------------------
