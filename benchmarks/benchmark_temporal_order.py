@@ -30,6 +30,7 @@ Writes `results.json` and `results.md` (README-ready tables) into `--output_dir`
 """
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -166,37 +167,26 @@ def diagnosis(model, processor, waveforms, texts, triples) -> dict[str, float]:
 
 @torch.no_grad()
 def coarse_hits(model, processor, classification, retrieval) -> dict[str, np.ndarray]:
-    """Per-item top-1 hits: zero-shot classification per clip and text-to-audio retrieval per caption.
-
-    Scored as `evaluation.tasks` scores the two tasks (the classification prompt, argmax with ties to the lowest class;
-    ties in retrieval count against the query), so that the means are those tasks' accuracy and R@1, and two models
-    can be compared item by item.
-    """
-    from transformers_mgaclap.data.labels import class_indices
-    from transformers_mgaclap.evaluation.retrieval import retrieval_metrics
+    """Per-item top-1 hits: zero-shot classification per clip and text-to-audio retrieval per caption, from the
+    scores `evaluation.tasks` computes for those tasks (argmax with ties to the lowest class, as the accuracy metric;
+    retrieval ties count against the query), so that two models can be compared item by item."""
+    from transformers_mgaclap.evaluation.retrieval import text_to_audio_ranks
     from transformers_mgaclap.evaluation.tasks import (
+        DEFAULT_COLUMNS,
         DEFAULT_PROMPTS,
-        clip_embeddings,
-        prompt_text,
-        text_embeddings,
+        classification_scores,
+        retrieval_similarity,
     )
 
-    references, classes = class_indices(list(classification["label"]))
-    prompts = [prompt_text(c, DEFAULT_PROMPTS["classification"]) for c in classes]
-    audio = clip_embeddings(model, processor, classification, "audio", 16, progress=True).double()
-    predictions = (audio @ text_embeddings(model, processor, prompts, 16).double().t()).argmax(-1).numpy()
-    captions, owners = [], []
-    for index, row in enumerate(retrieval["captions"]):
-        captions += row
-        owners += [index] * len(row)
-    audio = clip_embeddings(model, processor, retrieval, "audio", 16, progress=True).double()
-    similarity = (
-        text_embeddings(model, processor, captions, 16).double() @ audio.t()
-    ).numpy()  # (captions, clips)
-    own = similarity[np.arange(len(owners)), owners]
-    t2a_hits = (similarity >= own[:, None]).sum(-1) == 1  # no other clip scores as high
-    assert np.isclose(100 * t2a_hits.mean(), retrieval_metrics(similarity, owners)["t2a_R@1"])
-    return {"classification": predictions == np.asarray(references), "t2a_R@1": t2a_hits}
+    template = DEFAULT_PROMPTS["classification"]
+    scores, references, _ = classification_scores(
+        model, processor, classification, DEFAULT_COLUMNS, 16, True, template
+    )
+    similarity, owners = retrieval_similarity(model, processor, retrieval, DEFAULT_COLUMNS, 16, True)
+    return {
+        "classification": scores.argmax(-1) == np.asarray(references),
+        "t2a_R@1": text_to_audio_ranks(similarity, owners) == 0,
+    }
 
 
 def paired_difference(hits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -325,17 +315,18 @@ def main(argv=None) -> int:
             "zste": {},
         }
         print(f"{name} diagnosis: {entry['diagnosis']}", flush=True)
+        zste = functools.partial(  # the ZSTE of every condition: the same draws of the held-out pairs
+            evaluate_temporal,
+            model,
+            processor,
+            clips,
+            num_pairs=args.temporal_pairs,
+            pairs=heldout_pairs,
+            seed=args.seed,
+            progress=True,
+        )
         for condition in [] if name in args.diagnosis_only else args.conditions:
-            entry["zste"][condition] = evaluate_temporal(
-                model,
-                processor,
-                clips,
-                num_pairs=args.temporal_pairs,
-                pairs=heldout_pairs,
-                seed=args.seed,
-                progress=True,
-                **CONDITIONS[condition],
-            )
+            entry["zste"][condition] = zste(**CONDITIONS[condition])
             print(f"{name} {condition}: {entry['zste'][condition]}", flush=True)
         if args.calibration_pairs and name not in args.diagnosis_only:
             calibration = fit_temporal_calibration(
@@ -347,16 +338,7 @@ def main(argv=None) -> int:
                 seed=args.seed,
             )
             entry["fitted_calibration"] = vars(calibration)
-            entry["zste"]["clean, fitted head"] = evaluate_temporal(
-                model,
-                processor,
-                clips,
-                num_pairs=args.temporal_pairs,
-                pairs=heldout_pairs,
-                seed=args.seed,
-                calibration=calibration,
-                progress=True,
-            )
+            entry["zste"]["clean, fitted head"] = zste(calibration=calibration)
             print(f"{name} fitted head {calibration}: {entry['zste']['clean, fitted head']}", flush=True)
         if args.coarse_clips:
             hits = coarse_hits(model, processor, *coarse_sets)

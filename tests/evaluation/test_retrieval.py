@@ -6,7 +6,7 @@ import evaluate
 import numpy as np
 import pytest
 
-from transformers_mgaclap.evaluation.retrieval import retrieval_metrics
+from transformers_mgaclap.evaluation.retrieval import retrieval_metrics, text_to_audio_ranks
 
 METRIC = Path(__file__).resolve().parents[2] / "metrics" / "audio_text_retrieval"
 
@@ -34,6 +34,21 @@ def test_ties_count_against_the_query():
         [[0.5, 0.5, 0.1], [0.0, 0.9, 0.0], [0.0, 0.0, 0.9]], [0, 1, 2], percentage=False
     )
     assert metrics["t2a_R@1"] == pytest.approx(2 / 3)
+
+
+def test_per_caption_ranks_are_what_the_t2a_metrics_summarise():
+    # The hand-worked case above: ranks 0, 2, 0, 1; constant scores: every caption last among its clips.
+    text = np.array([[1.0, 0, 0], [0, 0.9, 0.1], [0, 1, 0], [0.6, 0, 0.5]])
+    assert text_to_audio_ranks(text @ np.eye(3), [0, 0, 1, 2]).tolist() == [0, 2, 0, 1]
+    assert text_to_audio_ranks(np.zeros((4, 2)), [0, 1, 1, 0]).tolist() == [1, 1, 1, 1]
+    rng = np.random.default_rng(1)
+    similarity, owners = np.round(rng.random((30, 8)) * 4) / 4, rng.integers(0, 8, 30)
+    ranks = text_to_audio_ranks(similarity, owners)
+    metrics = retrieval_metrics(similarity, owners, ks=(1, 5), percentage=False)
+    assert metrics["t2a_R@1"] == np.mean(ranks < 1) and metrics["t2a_R@5"] == np.mean(ranks < 5)
+    assert metrics["t2a_meanR"] == pytest.approx(ranks.mean() + 1)
+    with pytest.raises(ValueError, match="one clip index per caption"):
+        text_to_audio_ranks(similarity, owners[:-1])
 
 
 def test_metrics_do_not_depend_on_the_order_of_clips_or_captions():

@@ -43,6 +43,35 @@ def _rank_metrics(ranks: np.ndarray, ks, scale: float, prefix: str) -> dict[str,
     return metrics
 
 
+def _checked(similarity, clip_index) -> tuple[np.ndarray, np.ndarray]:
+    """`(similarity as float64, clip_index as int64)`, or a `ValueError` saying what is wrong with them."""
+    similarity = np.asarray(similarity, dtype=np.float64)
+    clip_index = np.asarray(clip_index, dtype=np.int64)
+    if similarity.ndim != 2:
+        raise ValueError(
+            f"The similarity must be a (num_captions, num_clips) matrix, got shape {similarity.shape}."
+        )
+    num_captions, num_clips = similarity.shape
+    if clip_index.shape != (num_captions,):
+        raise ValueError("Give exactly one clip index per caption (per similarity row).")
+    if num_captions == 0:
+        raise ValueError("At least one caption is needed.")
+    if clip_index.min() < 0 or clip_index.max() >= num_clips:
+        raise ValueError(f"Clip indices must lie in [0, {num_clips}).")
+    return similarity, clip_index
+
+
+def text_to_audio_ranks(similarity, clip_index) -> np.ndarray:
+    """The 0-based text-to-audio rank of every caption's own clip (`(num_captions,)`; ties count against the query):
+    what [`retrieval_metrics`]' `t2a_*` metrics summarise, per query (e.g. to compare two models query by query).
+
+    Args: as [`retrieval_metrics`].
+    """
+    similarity, clip_index = _checked(similarity, clip_index)
+    relevant = clip_index[:, None] == np.arange(similarity.shape[1])[None, :]  # (captions, clips)
+    return _ranked_positions(similarity, relevant)[np.arange(len(clip_index)), clip_index]
+
+
 def retrieval_metrics(similarity, clip_index, ks=DEFAULT_KS, percentage: bool = True) -> dict[str, float]:
     """R@k, median / mean rank and mAP@10 in both directions from one caption-by-clip similarity matrix.
 
@@ -57,24 +86,13 @@ def retrieval_metrics(similarity, clip_index, ks=DEFAULT_KS, percentage: bool = 
         `dict`: for each direction `d` in `("t2a", "a2t")`, `d_R@k` for every k, `d_medR`, `d_meanR`, `d_mAP@10`, and
         `t2a_num_queries` (captions) and `a2t_num_queries` (clips with at least one caption).
     """
-    similarity = np.asarray(similarity, dtype=np.float64)
-    clip_index = np.asarray(clip_index, dtype=np.int64)
-    if similarity.ndim != 2:
-        raise ValueError(
-            f"The similarity must be a (num_captions, num_clips) matrix, got shape {similarity.shape}."
-        )
-    num_captions, num_clips = similarity.shape
-    if clip_index.shape != (num_captions,):
-        raise ValueError("Give exactly one clip index per caption (per similarity row).")
-    if num_captions == 0:
-        raise ValueError("At least one caption is needed.")
-    if clip_index.min() < 0 or clip_index.max() >= num_clips:
-        raise ValueError(f"Clip indices must lie in [0, {num_clips}).")
+    similarity, clip_index = _checked(similarity, clip_index)
     scale = 100.0 if percentage else 1.0
     ks = tuple(int(k) for k in ks)
+    num_captions, num_clips = similarity.shape
     relevant = clip_index[:, None] == np.arange(num_clips)[None, :]  # (captions, clips)
 
-    t2a_ranks = _ranked_positions(similarity, relevant)[np.arange(num_captions), clip_index]
+    t2a_ranks = text_to_audio_ranks(similarity, clip_index)
     metrics = _rank_metrics(t2a_ranks, ks, scale, "t2a")
     metrics["t2a_mAP@10"] = float(scale * np.where(t2a_ranks < 10, 1.0 / (t2a_ranks + 1.0), 0.0).mean())
     metrics["t2a_num_queries"] = int(num_captions)
@@ -93,4 +111,4 @@ def retrieval_metrics(similarity, clip_index, ks=DEFAULT_KS, percentage: bool = 
     return metrics
 
 
-__all__ = ["DEFAULT_KS", "retrieval_metrics"]
+__all__ = ["DEFAULT_KS", "retrieval_metrics", "text_to_audio_ranks"]

@@ -24,6 +24,7 @@ The metrics are the `evaluate` modules of `metrics/` (the established PSDS packa
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data.labels import class_indices, class_names_of, label_text
@@ -119,7 +120,11 @@ def _caption_columns(dataset, columns: dict) -> list[str]:
     ]
 
 
-def evaluate_retrieval(model, processor, dataset, columns: dict, batch_size: int, progress: bool) -> dict:
+def retrieval_similarity(
+    model, processor, dataset, columns: dict, batch_size: int, progress: bool = False
+) -> tuple[np.ndarray, list[int]]:
+    """The retrieval task's float64 caption-by-clip cosines `(num_captions, num_clips)` and the clip of every caption
+    (every caption of every caption column, row by row)."""
     caption_columns = _caption_columns(dataset, columns)
     captions, owners = [], []
     for index, row in enumerate(dataset.select_columns(caption_columns)):
@@ -131,21 +136,36 @@ def evaluate_retrieval(model, processor, dataset, columns: dict, batch_size: int
                 owners.append(index)
     audio = clip_embeddings(model, processor, dataset, columns["audio"], batch_size, progress)
     text = text_embeddings(model, processor, captions, batch_size, progress)
-    metrics = retrieval_metrics((text.double() @ audio.double().t()).numpy(), owners)
-    return {"metrics": metrics, "details": {"num_captions": len(captions)}}
+    return (text.double() @ audio.double().t()).numpy(), owners
+
+
+def evaluate_retrieval(model, processor, dataset, columns: dict, batch_size: int, progress: bool) -> dict:
+    similarity, owners = retrieval_similarity(model, processor, dataset, columns, batch_size, progress)
+    return {"metrics": retrieval_metrics(similarity, owners), "details": {"num_captions": len(owners)}}
+
+
+def classification_scores(
+    model, processor, dataset, columns: dict, batch_size: int, progress: bool, template: str
+) -> tuple[np.ndarray, list[int], list[str]]:
+    """The classification task's float64 clip-by-class cosines `(num_clips, num_classes)` (class prompts from
+    `template`), each clip's class index and the class names."""
+    label_column = _column(dataset, columns["label"], "classification", "label")
+    references, classes = class_indices(list(dataset[label_column]), class_names_of(dataset, label_column))
+    text = text_embeddings(model, processor, [prompt_text(c, template) for c in classes], batch_size)
+    audio = clip_embeddings(model, processor, dataset, columns["audio"], batch_size, progress)
+    return (audio.double() @ text.double().t()).numpy(), references, classes
 
 
 def evaluate_classification(
     model, processor, dataset, columns: dict, batch_size: int, progress: bool, template: str, folds
 ) -> dict:
-    label_column = _column(dataset, columns["label"], "classification", "label")
+    _column(dataset, columns["label"], "classification", "label")
     metric = load_metric(
         "audio_classification_accuracy"
     )  # before the embedding: a broken install fails at once
-    references, classes = class_indices(list(dataset[label_column]), class_names_of(dataset, label_column))
-    text = text_embeddings(model, processor, [prompt_text(c, template) for c in classes], batch_size)
-    audio = clip_embeddings(model, processor, dataset, columns["audio"], batch_size, progress)
-    scores = (audio.double() @ text.double().t()).numpy()
+    scores, references, classes = classification_scores(
+        model, processor, dataset, columns, batch_size, progress, template
+    )
     fold_values = None if folds is None else dataset[_column(dataset, folds, "classification", "fold")]
     metrics = metric.compute(
         predictions=scores.tolist(), references=references, top_k=(1, 5), folds=fold_values
